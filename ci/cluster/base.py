@@ -1,0 +1,135 @@
+"""The provisioner interface, the cluster description the suite reads, and node access.
+
+A provisioner (``local`` or ``kind``) brings a cluster up, installs the runtime under test
+behind the RuntimeClass handler, and writes a :class:`ClusterInfo` JSON file. The scenario
+suite (``tests/k8s``) reads only that file: it never needs to know which provisioner made
+the cluster. Node-side checks go through :class:`NodeAccess` (direct for local, ``docker
+exec`` for kind).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+CLUSTER_INFO_ENV = "REAPER_CI_CLUSTER_INFO"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    provisioner: str  # local | kind
+    name: str
+    kubeconfig: str
+    runtime: str  # reaper | runc: what is behind the handler
+    runtime_class: str  # RuntimeClass name == containerd handler name
+    shim_process: str  # process name of the handler's shim (containerd-shim-reaper-v2 / containerd-shim-runc-v2)
+    nodes: tuple[str, ...]
+    image: str  # test image, imported on every node (imagePullPolicy: Never/IfNotPresent)
+    node_access: str  # local | docker
+    runtime_log: str | None = None  # node path of the runtime's own log (reaper: /run/reaper/runtime.log)
+    runtime_state_dir: str | None = None  # node path of the runtime's state entries, if it has any
+    component_logs: dict = field(default_factory=dict)  # name -> host path (local) or node path (kind)
+    source: str | None = None  # Cargo workspace the runtime was built from
+    source_commit: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "ClusterInfo":
+        data = json.loads(Path(path).read_text())
+        data["nodes"] = tuple(data.get("nodes", ()))
+        return cls(**data)
+
+    def node_access_impl(self) -> "NodeAccess":
+        if self.node_access == "local":
+            return LocalNode()
+        if self.node_access == "docker":
+            return DockerNode()
+        raise ValueError(f"unknown node access {self.node_access!r}")
+
+
+class NodeAccess(abc.ABC):
+    """Run a command on a node, read a file there. Results never raise on non-zero exit."""
+
+    @abc.abstractmethod
+    def argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        """The host command line that runs ``argv`` on ``node``."""
+
+    def run(self, node: str, argv: Sequence[str], timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(node, argv), capture_output=True, text=True, timeout=timeout, input=input)
+
+    def sh(self, node: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return self.run(node, ["/bin/sh", "-c", script], timeout=timeout)
+
+    def read_file(self, node: str, path: str, timeout: float = 30) -> str | None:
+        """File content, or None if it does not exist."""
+        r = self.run(node, ["cat", path], timeout=timeout)
+        return r.stdout if r.returncode == 0 else None
+
+    def write_file(self, node: str, path: str, content: str, timeout: float = 30) -> None:
+        r = self.run(node, ["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", path], timeout=timeout, input=content)
+        if r.returncode != 0:
+            raise RuntimeError(f"writing {path} on {node} failed: {r.stderr.strip()}")
+
+
+class LocalNode(NodeAccess):
+    """The node is this host (local provisioner)."""
+
+    def argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        return list(argv)
+
+
+class DockerNode(NodeAccess):
+    """kind nodes are Docker containers named after the node."""
+
+    def argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        return ["docker", "exec", "-i", node, *argv]
+
+
+def info_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "cluster.json"
+
+
+def find_cluster_info(default_state_dir: Path = Path("/var/lib/reaper-ci")) -> Path | None:
+    env = os.environ.get(CLUSTER_INFO_ENV)
+    if env:
+        return Path(env)
+    p = info_path(default_state_dir)
+    return p if p.is_file() else None
+
+
+class Provisioner(abc.ABC):
+    """One way to get a cluster with the runtime under test installed."""
+
+    name: str
+
+    @abc.abstractmethod
+    def check_prerequisites(self) -> None:
+        """Raise ToolMissing/SetupError with one line if this provisioner cannot run here."""
+
+    @abc.abstractmethod
+    def up(self) -> ClusterInfo:
+        """Create or reuse (repair) the cluster and install the runtime; idempotent."""
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Remove everything ``up`` created; safe to call on a half-made or absent cluster."""
+
+    @abc.abstractmethod
+    def status(self) -> str:
+        """One short human-readable paragraph."""
+
+    @abc.abstractmethod
+    def collect_logs(self, dest: Path) -> list[Path]:
+        """Copy every component's log and the runtime's log into ``dest``."""

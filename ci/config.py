@@ -1,0 +1,194 @@
+"""One frozen configuration object, built once from flags and environment, passed explicitly.
+
+Every nox session parses its positional arguments (``nox -s X -- ...``) with :func:`parse`.
+Options the pipeline knows are consumed; everything else is handed to pytest untouched
+(``-k exit_code``, ``-x``), so pytest's own selection works. Environment variables give
+defaults that flags override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ci.errors import UsageError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_REQUIRED_TARGETS = ("integration_io", "integration_exec")
+DEFAULT_K8S_VERSION = "v1.33.13"
+DEFAULT_ETCD_VERSION = "v3.5.21"
+DEFAULT_IMAGE = "docker.io/library/busybox:reaper-ci"
+DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:reaper-ci"
+# kindest/node image for the kind path, same minor as the local path's Kubernetes.
+DEFAULT_KIND_NODE_IMAGE = "kindest/node:v1.33.1"
+
+
+@dataclass(frozen=True)
+class Config:
+    # Inputs
+    source: Path | None  # Cargo workspace under test (None: no source, reference runtime only)
+    artifacts: Path
+    required_targets: tuple[str, ...] = DEFAULT_REQUIRED_TARGETS
+    # Cluster
+    provisioner: str = "auto"  # auto | kind | local
+    runtime: str = "auto"  # auto | reaper | runc
+    cluster_name: str = "reaper-ci"
+    keep_cluster: bool = False
+    k8s_version: str = DEFAULT_K8S_VERSION
+    etcd_version: str = DEFAULT_ETCD_VERSION
+    k8s_bin_dir: Path | None = None
+    cache_dir: Path = Path.home() / ".cache" / "reaper-ci"
+    state_dir: Path = Path("/var/lib/reaper-ci")
+    kind_node_image: str = DEFAULT_KIND_NODE_IMAGE
+    # Runtime under test
+    runtime_class: str = "reaper-v2"
+    runtime_type: str = "io.containerd.reaper.v2"
+    shim_binary: str = "containerd-shim-reaper-v2"
+    runtime_binary: str = "reaper-runtime"
+    image: str = DEFAULT_IMAGE
+    pause_image: str = DEFAULT_PAUSE_IMAGE
+    # Pass-through
+    pytest_args: tuple[str, ...] = ()
+    action: str | None = None  # for `nox -s cluster -- up|down|status|logs`
+    ci: bool = False
+    github_actions: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def k8s_bin(self) -> Path:
+        """Folder holding kube-* binaries, etcd and pause (given, or the build cache)."""
+        if self.k8s_bin_dir is not None:
+            return self.k8s_bin_dir
+        return self.cache_dir / "k8s" / f"{self.k8s_version}-etcd-{self.etcd_version}" / "bin"
+
+    @property
+    def node_arch(self) -> str:
+        return platform.machine()
+
+    def with_(self, **kw) -> "Config":
+        return replace(self, **kw)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and exit 2; we want one line
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser(prog: str, actions: Sequence[str] = ()) -> _Parser:
+    p = _Parser(prog=prog, add_help=False, allow_abbrev=False)
+    p.add_argument("--source")
+    p.add_argument("--artifacts")
+    p.add_argument("--required-targets")
+    p.add_argument("--provisioner", choices=("auto", "kind", "local"))
+    p.add_argument("--runtime", choices=("auto", "reaper", "runc"))
+    p.add_argument("--cluster-name")
+    p.add_argument("--keep-cluster", action="store_true", default=None)
+    p.add_argument("--k8s-version")
+    p.add_argument("--etcd-version")
+    p.add_argument("--k8s-bin-dir")
+    p.add_argument("--cache-dir")
+    p.add_argument("--state-dir")
+    p.add_argument("--kind-node-image")
+    p.add_argument("--runtime-class")
+    p.add_argument("--shim-binary")
+    p.add_argument("--runtime-binary")
+    p.add_argument("--image")
+    if actions:
+        p.add_argument("action", nargs="?", choices=tuple(actions))
+    return p
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    v = env.get(name)
+    return v if v not in (None, "") else None
+
+
+def parse(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    prog: str = "nox",
+    actions: Sequence[str] = (),
+    allow_pytest_args: bool = True,
+    cwd: Path | None = None,
+) -> Config:
+    """Build the Config from ``argv`` (nox posargs) and ``env``.
+
+    Unknown ``-x``-style arguments are passed to pytest when ``allow_pytest_args``; otherwise
+    they are a usage error. ``--opt`` spellings that look like ours but are not are always errors
+    (a typo like ``--runtme`` must not silently reach pytest).
+    """
+    env = os.environ if env is None else env
+    cwd = cwd or Path.cwd()
+    p = _parser(prog, actions)
+    ns, rest = p.parse_known_args(list(argv))
+    known_long = {a for act in p._actions for a in act.option_strings}
+    for arg in rest:
+        if arg.startswith("--") and arg != "--" and not allow_pytest_args:
+            raise UsageError(f"{prog}: unknown option {arg} (see README.md for the options)")
+        if arg.startswith("--") and "=" not in arg and _looks_like_ours(arg, known_long):
+            raise UsageError(f"{prog}: unknown option {arg}; did you mean {_looks_like_ours(arg, known_long)}?")
+    if rest and not allow_pytest_args:
+        raise UsageError(f"{prog}: unexpected argument(s): {' '.join(rest)}")
+    pytest_args = tuple(a for a in rest if a != "--")
+
+    source = _resolve_source(ns.source or _env(env, "REAPER_SOURCE"), cwd)
+    artifacts = Path(ns.artifacts or _env(env, "CI_ARTIFACTS_DIR") or (cwd / "artifacts")).resolve()
+    targets_raw = ns.required_targets if ns.required_targets is not None else _env(env, "REAPER_REQUIRED_TARGETS")
+    required = DEFAULT_REQUIRED_TARGETS if targets_raw is None else tuple(t for t in targets_raw.split(",") if t.strip())
+    cache = Path(ns.cache_dir or _env(env, "REAPER_CI_CACHE") or (Path.home() / ".cache" / "reaper-ci"))
+    bin_dir = ns.k8s_bin_dir or _env(env, "REAPER_K8S_BIN_DIR")
+    if bin_dir is not None and not Path(bin_dir).is_dir():
+        raise UsageError(f"--k8s-bin-dir {bin_dir}: no such directory")
+    keep = ns.keep_cluster if ns.keep_cluster is not None else (_env(env, "REAPER_KEEP_CLUSTER") in ("1", "true", "yes"))
+    return Config(
+        source=source,
+        artifacts=artifacts,
+        required_targets=tuple(t.strip() for t in required),
+        provisioner=ns.provisioner or _env(env, "REAPER_PROVISIONER") or "auto",
+        runtime=ns.runtime or _env(env, "REAPER_RUNTIME") or "auto",
+        cluster_name=ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci",
+        keep_cluster=bool(keep),
+        k8s_version=ns.k8s_version or _env(env, "REAPER_K8S_VERSION") or DEFAULT_K8S_VERSION,
+        etcd_version=ns.etcd_version or _env(env, "REAPER_ETCD_VERSION") or DEFAULT_ETCD_VERSION,
+        k8s_bin_dir=Path(bin_dir).resolve() if bin_dir else None,
+        cache_dir=cache.resolve(),
+        state_dir=Path(ns.state_dir or _env(env, "REAPER_CI_STATE_DIR") or "/var/lib/reaper-ci"),
+        kind_node_image=ns.kind_node_image or _env(env, "REAPER_KIND_NODE_IMAGE") or DEFAULT_KIND_NODE_IMAGE,
+        runtime_class=ns.runtime_class or _env(env, "REAPER_RUNTIME_CLASS") or "reaper-v2",
+        shim_binary=ns.shim_binary or _env(env, "REAPER_SHIM_BINARY") or "containerd-shim-reaper-v2",
+        runtime_binary=ns.runtime_binary or _env(env, "REAPER_RUNTIME_BINARY") or "reaper-runtime",
+        image=ns.image or _env(env, "REAPER_TEST_IMAGE") or DEFAULT_IMAGE,
+        pytest_args=pytest_args,
+        action=getattr(ns, "action", None),
+        ci=_env(env, "CI") in ("1", "true", "True"),
+        github_actions=_env(env, "GITHUB_ACTIONS") == "true",
+    )
+
+
+def _looks_like_ours(arg: str, known: set[str]) -> str | None:
+    """Return our option that ``arg`` is a near-miss of (edit distance <= 2), if any."""
+    import difflib
+
+    name = arg.split("=", 1)[0]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _resolve_source(raw: str | None, cwd: Path) -> Path | None:
+    """The Cargo workspace: given explicitly (must exist and hold Cargo.toml), else cwd if it is one."""
+    if raw is None:
+        return cwd.resolve() if (cwd / "Cargo.toml").is_file() else None
+    path = Path(raw).expanduser()
+    if not path.exists():
+        raise UsageError(f"--source {raw}: no such directory")
+    if not path.is_dir():
+        raise UsageError(f"--source {raw}: not a directory")
+    if not (path / "Cargo.toml").is_file():
+        raise UsageError(f"--source {raw}: no Cargo.toml there (not a Cargo workspace)")
+    return path.resolve()

