@@ -94,11 +94,15 @@ def etcd_wrapper(work: Path, v: Versions, log) -> Path:
     mod = work / "etcd"
     mod.mkdir(parents=True, exist_ok=True)
     # The server's go.mod replaces its siblings with ../api etc.; pin them to the same release instead.
+    # Each sibling's published version is the one the server's own require block names
+    # (client/v2 is v2.305.x, the others v3.5.x).
     siblings = sorted(set(re.findall(r"^\s*(go\.etcd\.io/etcd/[\w./-]+)\s+=>\s+\.\./", gomod, re.M)))
+    required = dict(re.findall(r"^\s*(go\.etcd\.io/etcd/[\w./-]+)\s+(v[\w.+-]+)", gomod, re.M))
     lines = ["module reaperci.local/etcdbuild", "", f"go {go_line.group(1) if go_line else '1.22'}", ""]
     lines.append(f"require go.etcd.io/etcd/server/v3 {v.etcd}")
-    if siblings:
-        lines += ["", "replace ("] + [f"\t{s} => {s} {v.etcd}" for s in siblings] + [")"]
+    pinned = [(s, required[s]) for s in siblings if s in required]
+    if pinned:
+        lines += ["", "replace ("] + [f"\t{s} => {s} {ver}" for s, ver in pinned] + [")"]
     (mod / "go.mod").write_text("\n".join(lines) + "\n")
     return mod
 
@@ -120,7 +124,23 @@ def ldflags(v: Versions) -> str:
 def build(out: Path, v: Versions, log, jobs: int = 2) -> Path:
     """Build every binary into ``out`` (atomically: a half build never looks complete)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(".partial-*"):  # left by an interrupted build
+        shutil.rmtree(stale, ignore_errors=True)
     staging_out = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
+    try:
+        _build_into(staging_out, v, log, jobs)
+    except BaseException:
+        shutil.rmtree(staging_out, ignore_errors=True)
+        raise
+    staging_out.chmod(0o755)
+    (staging_out / "VERSIONS").write_text(f"kubernetes={v.kubernetes}\netcd={v.etcd}\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging_out.rename(out)
+    return out
+
+
+def _build_into(staging_out: Path, v: Versions, log, jobs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="reaper-ci-gobuild-") as tmp:
         work = Path(tmp)
         mod, k8s_src = kubernetes_wrapper(work, v, log)
@@ -136,11 +156,6 @@ def build(out: Path, v: Versions, log, jobs: int = 2) -> Path:
     missing = [b for b in ALL_BINARIES if not (staging_out / b).is_file()]
     if missing:
         raise BuildError(f"build finished but these binaries are missing: {', '.join(missing)}")
-    (staging_out / "VERSIONS").write_text(f"kubernetes={v.kubernetes}\netcd={v.etcd}\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging_out.rename(out)
-    return out
 
 
 def is_complete(bindir: Path) -> bool:

@@ -1,0 +1,25 @@
+"""`nox -s ci`: Phase 1, then Phases 2-4, with one combined verdict.
+
+Phase 4 runs even when Phase 1 failed (both reports are worth having); the exit status is the
+worst of the two. Pipeline options apply to both; pytest arguments go to the scenario suite.
+"""
+
+from __future__ import annotations
+
+from ci import config as config_mod
+from ci import console
+from ci.errors import CIError
+from ci.phases import k8s, phase1
+
+
+def main(argv: list[str]) -> int:
+    cfg = config_mod.parse(argv, prog="ci")
+    results: dict[str, int] = {}
+    for name, fn in (("phase1", lambda: phase1.run(cfg.with_(pytest_args=()))), ("k8s", lambda: k8s.run(cfg))):
+        try:
+            results[name] = int(fn() or 0)
+        except CIError as e:
+            console.error(f"{name}: {e}")
+            results[name] = k8s.EXIT_SETUP if name == "k8s" and "setup error" in str(e) else 1
+    console.info("ci: " + ", ".join(f"{n} {'passed' if rc == 0 else f'FAILED (exit {rc})'}" for n, rc in results.items()))
+    return max(results.values())

@@ -1,0 +1,73 @@
+"""Phases 2-4: provision a cluster, install the runtime under test, run tests/k8s, report.
+
+Setup failures (cluster never ready, image import failed, runtime build failed) are reported
+as SETUP ERRORS with exit 3, distinct from scenario failures (exit 1): infrastructure
+failures are not product failures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ci import config as config_mod
+from ci import console
+from ci.cluster import get_provisioner
+from ci.cluster.base import info_path
+from ci.config import Config
+from ci.errors import CIError, SetupError
+
+EXIT_SETUP = 3
+
+
+def run(cfg: Config) -> int:
+    from ci.phases import scenarios
+
+    cfg.artifacts.mkdir(parents=True, exist_ok=True)
+    prov = get_provisioner(cfg)
+    prov.check_prerequisites()
+    started = time.monotonic()
+    rc = 1
+    try:
+        with console.phase(f"Phases 2-3: {prov.name} cluster + runtime '{cfg.runtime}' behind RuntimeClass {cfg.runtime_class}"):
+            try:
+                info = prov.up()
+            except CIError as e:
+                raise SetupError(f"setup error (not a product failure): {e}") from None
+        path = info.save(cfg.artifacts / "cluster.json")
+        console.info(f"runtime under test: {info.runtime} (shim {info.shim_process}) on {', '.join(info.nodes)}")
+        with console.phase("Phase 4: scenario suite (tests/k8s)"):
+            rc = scenarios.run(cfg, path)
+        return rc
+    except SetupError:
+        rc = EXIT_SETUP
+        raise
+    finally:
+        if rc != 0:
+            _collect(prov, cfg.artifacts / "cluster-logs")
+        if cfg.keep_cluster:
+            console.info(f"--keep-cluster: cluster left running (kubeconfig in {info_path(cfg.state_dir).parent})")
+        else:
+            with console.phase("Tear-down"):
+                try:
+                    prov.down()
+                except CIError as e:
+                    console.error(f"tear-down failed: {e}")
+        console.info(f"k8s: finished in {time.monotonic() - started:.1f}s")
+
+
+def _collect(prov, dest: Path) -> None:
+    try:
+        files = prov.collect_logs(dest)
+        console.info(f"collected {len(files)} log file(s) into {dest}")
+    except CIError as e:
+        console.error(f"could not collect cluster logs: {e}")
+
+
+def main(argv: list[str]) -> int:
+    cfg = config_mod.parse(argv, prog="k8s")
+    try:
+        return run(cfg)
+    except SetupError as e:
+        console.error(str(e))
+        return EXIT_SETUP
