@@ -20,6 +20,7 @@ from ci.errors import UsageError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_REQUIRED_TARGETS = ("integration_io", "integration_exec")
+DEFAULT_TARGET_TIMEOUT = 1800.0  # seconds one cargo test binary may run before it is killed
 DEFAULT_K8S_VERSION = "v1.33.13"
 DEFAULT_ETCD_VERSION = "v3.5.21"
 DEFAULT_IMAGE = "docker.io/library/busybox:reaper-ci"
@@ -34,6 +35,9 @@ class Config:
     source: Path | None  # Cargo workspace under test (None: no source, reference runtime only)
     artifacts: Path
     required_targets: tuple[str, ...] = DEFAULT_REQUIRED_TARGETS
+    # Phase 1
+    lint: bool = True  # cargo fmt --check + cargo clippy (--no-lint / REAPER_NO_LINT=1 skips them)
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT
     # Cluster
     provisioner: str = "auto"  # auto | kind | local
     runtime: str = "auto"  # auto | reaper | runc
@@ -84,6 +88,8 @@ def _parser(prog: str, actions: Sequence[str] = ()) -> _Parser:
     p.add_argument("--source")
     p.add_argument("--artifacts")
     p.add_argument("--required-targets")
+    p.add_argument("--no-lint", action="store_true", default=None)
+    p.add_argument("--target-timeout")
     p.add_argument("--provisioner", choices=("auto", "kind", "local"))
     p.add_argument("--runtime", choices=("auto", "reaper", "runc"))
     p.add_argument("--cluster-name")
@@ -145,11 +151,15 @@ def parse(
     bin_dir = ns.k8s_bin_dir or _env(env, "REAPER_K8S_BIN_DIR")
     if bin_dir is not None and not Path(bin_dir).is_dir():
         raise UsageError(f"--k8s-bin-dir {bin_dir}: no such directory")
+    no_lint = ns.no_lint if ns.no_lint is not None else _truthy(_env(env, "REAPER_NO_LINT"))
+    target_timeout = _seconds("--target-timeout", ns.target_timeout or _env(env, "REAPER_TARGET_TIMEOUT"), DEFAULT_TARGET_TIMEOUT)
     keep = ns.keep_cluster if ns.keep_cluster is not None else (_env(env, "REAPER_KEEP_CLUSTER") in ("1", "true", "yes"))
     return Config(
         source=source,
         artifacts=artifacts,
         required_targets=tuple(t.strip() for t in required),
+        lint=not no_lint,
+        target_timeout=target_timeout,
         provisioner=ns.provisioner or _env(env, "REAPER_PROVISIONER") or "auto",
         runtime=ns.runtime or _env(env, "REAPER_RUNTIME") or "auto",
         cluster_name=ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci",
@@ -169,6 +179,22 @@ def parse(
         ci=_env(env, "CI") in ("1", "true", "True"),
         github_actions=_env(env, "GITHUB_ACTIONS") == "true",
     )
+
+
+def _truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _seconds(flag: str, raw: str | None, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{flag} {raw}: not a number of seconds") from None
+    if not value > 0:
+        raise UsageError(f"{flag} {raw}: must be more than 0 seconds")
+    return value
 
 
 def _looks_like_ours(arg: str, known: set[str]) -> str | None:

@@ -35,13 +35,19 @@ def error(msg: str) -> None:
         print(f"::error::{_escape(msg)}", flush=True)
 
 
-def annotate_error(title: str, msg: str) -> None:
+def annotate_error(title: str, msg: str, file: str | None = None, line: int | None = None) -> None:
+    """An ``::error`` annotation (pinned to ``file``:``line`` when given) under GitHub Actions."""
     if in_github():
-        print(f"::error title={_escape(title)}::{_escape(msg)}", flush=True)
+        where = (f"file={_escape_prop(file)}," if file else "") + (f"line={int(line)}," if file and line else "")
+        print(f"::error {where}title={_escape_prop(title)}::{_escape(msg)}", flush=True)
 
 
 def _escape(s: str) -> str:
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_prop(s: str) -> str:
+    return _escape(s).replace(":", "%3A").replace(",", "%2C")
 
 
 @contextlib.contextmanager

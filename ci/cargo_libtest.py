@@ -1,0 +1,398 @@
+"""Run one cargo test target and read its result per Rust test case.
+
+A libtest binary is run directly (as ``cargo test`` would: cwd = the package's folder, cargo's
+environment) with ``--format json -Z unstable-options --report-time``; ``RUSTC_BOOTSTRAP=1`` in
+the *binary's* environment lets a stable-built libtest accept those flags (cargo itself never
+sees the variable, so nothing is rebuilt). Each JSON event gives a test's outcome, duration and
+captured output. When a binary refuses the flags, it is run again plainly and libtest's text
+output is parsed (no durations then). Doctests are run with ``cargo test --doc`` and read the
+same text way. A ``harness = false`` target is one case, judged by its exit status.
+
+A test that was running when the binary died (signal, abort, ``process::exit``) or hit the
+deadline is a failure naming what happened; a binary that fails with no failing test gets an
+error case, so a non-zero exit can never be reported as green.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from ci.cargo import Target
+
+JSON_FLAGS = ("--format", "json", "-Z", "unstable-options", "--report-time")
+_NIGHTLY_ONLY = "only accepted on the nightly compiler"
+_PANIC_AT = re.compile(r"panicked at (?P<file>[^\s:][^:\n]*):(?P<line>\d+):\d+")
+_TEXT_RESULT = re.compile(r"^test (?P<name>.+?) \.\.\. (?P<res>ok|FAILED|ignored)(?:, (?P<msg>.*))?\s*$")
+_TEXT_FAIL_HDR = re.compile(r"^---- (?P<name>.+?) stdout ----\s*$")
+KILL_GRACE = 5.0
+DRAIN = 2.0  # seconds to keep reading after the binary exited
+
+
+@dataclass
+class Case:
+    name: str
+    result: str  # passed | failed | ignored | error
+    seconds: float = 0.0
+    output: str = ""
+    message: str = ""
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class TargetResult:
+    target: str  # Target.id
+    package: str
+    kind: str
+    command: list[str]
+    cwd: str
+    exit_code: int | None = None
+    seconds: float = 0.0
+    timed_out: bool = False
+    fmt: str = "json"  # json | text | exit-status
+    cases: list[Case] = field(default_factory=list)
+    note: str = ""
+
+    def counts(self) -> dict[str, int]:
+        out = {"passed": 0, "failed": 0, "ignored": 0, "error": 0}
+        for c in self.cases:
+            out[c.result] = out.get(c.result, 0) + 1
+        return out
+
+    @property
+    def failures(self) -> list[Case]:
+        return [c for c in self.cases if c.result in ("failed", "error")]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.exit_code == 0 and not self.timed_out
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "TargetResult":
+        data = dict(data)
+        cases = [Case(**c) for c in data.pop("cases", [])]
+        return cls(**data, cases=cases)
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+def _locate(output: str) -> tuple[str | None, int | None]:
+    m = _PANIC_AT.search(output or "")
+    return (m["file"], int(m["line"])) if m else (None, None)
+
+
+def _first_line(text: str) -> str:
+    """The most telling line of a failure: the panic message, else the first non-empty line."""
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    for i, l in enumerate(lines):
+        if "panicked at" in l:
+            msg = lines[i + 1] if l.endswith(":") and i + 1 < len(lines) else l
+            return msg[:300]
+    return lines[0][:300] if lines else ""
+
+
+class JsonEvents:
+    """Accumulates libtest ``--format json`` events into :class:`Case` rows."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, Case] = {}
+        self.running: dict[str, float] = {}
+        self.suites = 0
+        self.suite_done = 0
+
+    def feed(self, event: Mapping) -> Case | None:
+        """Record one event; returns the finished case, if this event finished one."""
+        kind, ev = event.get("type"), event.get("event")
+        if kind == "suite":
+            if ev == "started":
+                self.suites += 1
+            elif ev in ("ok", "failed"):
+                self.suite_done += 1
+            return None
+        if kind != "test":
+            return None
+        name = event.get("name", "?")
+        if ev == "started":
+            self.running[name] = time.monotonic()
+            return None
+        self.running.pop(name, None)
+        secs = float(event.get("exec_time") or 0.0)
+        out = event.get("stdout") or ""
+        if ev == "ok":
+            case = Case(name, "passed", secs)
+        elif ev == "ignored":
+            case = Case(name, "ignored", 0.0, message=event.get("message") or "")
+        elif ev in ("failed", "timeout"):
+            message = event.get("message") or _first_line(out) or f"test {ev}"
+            file, line = _locate(out)
+            case = Case(name, "failed", secs, output=out, message=message, file=file, line=line)
+        else:
+            return None
+        self.cases[name] = case
+        return case
+
+    def finish(self, exit_code: int | None, why: str) -> list[Case]:
+        """Cases still running when the binary stopped become failures naming why."""
+        now = time.monotonic()
+        extra = []
+        for name, started in sorted(self.running.items()):
+            extra.append(Case(name, "failed", now - started, message=f"did not finish: {why}"))
+        self.running.clear()
+        for c in extra:
+            self.cases[c.name] = c
+        return extra
+
+
+def parse_text(output: str) -> list[Case]:
+    """Cases from libtest's human output (``test x ... ok``; ``---- x stdout ----`` sections)."""
+    results: dict[str, Case] = {}
+    for line in output.splitlines():
+        m = _TEXT_RESULT.match(line)
+        if m:
+            res = {"ok": "passed", "FAILED": "failed", "ignored": "ignored"}[m["res"]]
+            results[m["name"]] = Case(m["name"], res, 0.0, message=(m["msg"] or "") if res == "ignored" else "")
+    # failure sections: from a header to the next header or the "failures:" list
+    current: str | None = None
+    buf: list[str] = []
+
+    def close() -> None:
+        if current is not None and current in results:
+            text = "\n".join(buf).strip("\n") + "\n"
+            c = results[current]
+            c.output = text
+            c.message = _first_line(text) or "test failed"
+            c.file, c.line = _locate(text)
+
+    for line in output.splitlines():
+        m = _TEXT_FAIL_HDR.match(line)
+        if m:
+            close()
+            current, buf = m["name"], []
+        elif current is not None and (line.strip() == "failures:" or line.startswith("test result:")):
+            close()
+            current, buf = None, []
+        elif current is not None:
+            buf.append(line)
+    close()
+    for c in results.values():
+        if c.result == "failed" and not c.message:
+            c.message = "test failed"
+    return list(results.values())
+
+
+# --- running -----------------------------------------------------------------------------------------
+
+Echo = Callable[[str], None]
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def _stream(cmd: Sequence[str], cwd: str, env: Mapping[str, str], timeout: float, on_line: Callable[[str, str], None]
+            ) -> tuple[int | None, bool, float]:
+    """Run ``cmd`` in its own process group; call ``on_line(stream, line)`` live; kill it at the deadline.
+
+    Returns (exit code, or -signal number; timed_out; seconds). Reading stops shortly after the
+    binary exits even if a process it started still holds the pipes open.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    lines: "queue.Queue[tuple[str, str | None]]" = queue.Queue()
+
+    def pump(name: str, pipe) -> None:
+        for raw in iter(pipe.readline, b""):
+            lines.put((name, raw.decode("utf-8", errors="replace")))
+        lines.put((name, None))
+
+    for name, pipe in (("out", proc.stdout), ("err", proc.stderr)):
+        threading.Thread(target=pump, args=(name, pipe), daemon=True).start()
+    deadline, timed_out, open_pipes, drain_until = start + timeout, False, 2, None
+    while open_pipes:
+        now = time.monotonic()
+        if drain_until is None and proc.poll() is not None:
+            drain_until = now + DRAIN  # exited: read what is buffered, don't wait for grandchildren
+        if drain_until is None and now >= deadline:
+            timed_out = True
+            _kill_group(proc)
+            drain_until = time.monotonic() + DRAIN
+        if drain_until is not None and now >= drain_until:
+            break
+        try:
+            name, line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            open_pipes -= 1
+        else:
+            on_line(name, line)
+    while True:  # whatever is already queued
+        try:
+            name, line = lines.get_nowait()
+        except queue.Empty:
+            break
+        if line is not None:
+            on_line(name, line)
+    code = proc.wait()
+    return code, timed_out, time.monotonic() - start
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the binary's process group, then SIGKILL what is left after a grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _fmt_case(target_id: str, c: Case) -> str:
+    word = {"passed": "ok", "failed": "FAILED", "ignored": "ignored", "error": "ERROR"}[c.result]
+    took = f" ({c.seconds:.2f}s)" if c.result != "ignored" else (f" ({c.message})" if c.message else "")
+    line = f"    {word:8} {target_id}::{c.name}{took}\n"
+    if c.result in ("failed", "error") and c.output:
+        line += "".join(f"      | {l}\n" for l in c.output.rstrip("\n").splitlines())
+    return line
+
+
+def run_target(
+    target: Target,
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    raw_log: Path | None = None,
+    echo: Echo | None = None,
+    cargo: str = "cargo",
+    workspace_root: str | None = None,
+) -> TargetResult:
+    """Run ``target`` once and return its per-test results (never raises for a failing test)."""
+    echo = echo or (lambda s: None)
+    raw = open(raw_log, "w", encoding="utf-8", errors="replace") if raw_log else None
+    try:
+        if target.kind == "doc":
+            cmd = [cargo, "test", "--doc", "--package", target.package]
+            return _run_text(target, cmd, workspace_root or target.manifest_dir, env, timeout, raw, echo, "text")
+        assert target.executable, f"{target.id}: no executable"
+        if not target.harness:
+            return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "exit-status")
+        result = _run_json(target, env, timeout, raw, echo)
+        if result is None:  # this libtest refused the JSON flags: read its text output instead
+            echo(f"    ({target.id}: libtest rejected --format json; reading its text output)\n")
+            return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "text")
+        return result
+    finally:
+        if raw:
+            raw.close()
+
+
+def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo: Echo) -> TargetResult | None:
+    cmd = [target.executable, *JSON_FLAGS]
+    events = JsonEvents()
+    other: list[str] = []
+    saw_json = False
+
+    def on_line(stream: str, line: str) -> None:
+        nonlocal saw_json
+        if raw:
+            raw.write(line)
+        if stream == "out" and line.startswith("{"):
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                ev = None
+            if isinstance(ev, dict):
+                saw_json = True
+                case = events.feed(ev)
+                if case:
+                    echo(_fmt_case(target.id, case))
+                return
+        other.append(line)
+        echo(line)
+
+    code, timed_out, took = _stream(cmd, target.manifest_dir, {**env, "RUSTC_BOOTSTRAP": "1"}, timeout, on_line)
+    text = "".join(other)
+    if not saw_json and code not in (0, None) and _NIGHTLY_ONLY in text:
+        return None
+    result = TargetResult(target.id, target.package, target.kind, cmd, target.manifest_dir, code, took, timed_out)
+    why = f"timed out after {timeout:g}s" if timed_out else f"the test binary stopped ({_describe_exit(code)})"
+    for case in events.finish(code, why):
+        echo(_fmt_case(target.id, case))
+    result.cases = list(events.cases.values())
+    _guard_exit(result, text, why)
+    return result
+
+
+def _run_text(target: Target, cmd: list[str], cwd: str, env: Mapping[str, str], timeout: float, raw, echo: Echo,
+              fmt: str) -> TargetResult:
+    chunks: list[str] = []
+
+    def on_line(stream: str, line: str) -> None:
+        if raw:
+            raw.write(line)
+        chunks.append(line)
+        echo(line)
+
+    code, timed_out, took = _stream(cmd, cwd, env, timeout, on_line)
+    text = "".join(chunks)
+    result = TargetResult(target.id, target.package, target.kind, cmd, cwd, code, took, timed_out, fmt=fmt)
+    why = f"timed out after {timeout:g}s" if timed_out else f"the test binary stopped ({_describe_exit(code)})"
+    if fmt == "exit-status":
+        ok = code == 0 and not timed_out
+        file, line = _locate(text)
+        result.cases = [Case(target.name, "passed" if ok else "failed", took, output="" if ok else text,
+                             message="" if ok else (_first_line(text) or why), file=file, line=line)]
+        result.note = "harness = false: one case, judged by the exit status"
+        return result
+    result.cases = parse_text(text)
+    result.note = "libtest text output: no per-test durations"
+    _guard_exit(result, text, why)
+    return result
+
+
+def _guard_exit(result: TargetResult, text: str, why: str) -> None:
+    """A failed run must show as failed even when no test case says so."""
+    if result.timed_out and not result.failures:
+        result.cases.append(Case("<timeout>", "error", result.seconds, output=text[-20000:], message=why))
+    elif result.exit_code not in (0, None) and not result.failures:
+        msg = _first_line(text) or why
+        file, line = _locate(text)
+        result.cases.append(Case("<test binary>", "error", result.seconds, output=text[-20000:],
+                                 message=f"{why}: {msg}" if msg != why else why, file=file, line=line))
+
+
+def result_filename(target_id: str) -> str:
+    """A file name for ``target_id`` (ids may hold ``:`` and ``/``), unique per id."""
+    import hashlib
+
+    safe = re.sub(r"[^\w.-]", "_", target_id)
+    if safe != target_id:
+        safe += "-" + hashlib.sha1(target_id.encode()).hexdigest()[:8]
+    return safe

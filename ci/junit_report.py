@@ -1,0 +1,212 @@
+"""Phase 1 reporting: JUnit XML per Rust test case, the console table, GitHub Actions output.
+
+JUnit layout (one file, ``<artifacts>/phase1-junit.xml``):
+
+* suite ``phase1.steps``: one case per step (``cargo fmt --check``, ``cargo clippy -D warnings``,
+  ``cargo test --no-run``), failed with the first error line and the full output;
+* one suite per cargo target (name = target id, e.g. ``integration_io``), one case per Rust
+  test (``classname`` = target id, ``name`` = the libtest path such as ``tests::reads_stdout``),
+  with its duration; failures carry the panic message and the captured output; ignored tests
+  are ``skipped`` with libtest's reason;
+* a required target that does not exist, or was not built, is an ``error`` case in suite
+  ``phase1.required``; a target that crashed, timed out or exited non-zero without a failing
+  test gets an ``error`` case named ``<test binary>`` / ``<timeout>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+from ci import console
+from ci.cargo import Step
+from ci.cargo_libtest import Case, TargetResult
+
+MAX_OUTPUT = 200_000  # characters of output kept per JUnit case
+
+
+@dataclass
+class Verdict:
+    steps: list[Step]
+    results: list[TargetResult]
+    missing: list[str]  # required targets absent from the workspace, or not built
+    not_run: list[tuple[str, str]]  # (target id, reason) selected but with no result
+
+    @property
+    def failed_tests(self) -> list[str]:
+        return [f"{r.target}::{c.name}" for r in self.results for c in r.failures]
+
+    @property
+    def failed_steps(self) -> list[Step]:
+        return [s for s in self.steps if not s.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed_tests or self.failed_steps or self.missing or self.not_run)
+
+    def counts(self) -> dict[str, int]:
+        out = {"passed": 0, "failed": 0, "ignored": 0, "error": 0}
+        for r in self.results:
+            for k, v in r.counts().items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def headline(self, artifacts: Path | None = None, limit: int = 10) -> str:
+        """The one line the user sees when the phase fails."""
+        parts = []
+        failed = self.failed_tests
+        if failed:
+            shown = ", ".join(failed[:limit]) + (f" and {len(failed) - limit} more" if len(failed) > limit else "")
+            parts.append(f"{len(failed)} Rust test(s) failed: {shown}")
+        if self.missing:
+            parts.append(f"required cargo test target(s) missing: {', '.join(self.missing)}")
+        for tid, why in self.not_run:
+            parts.append(f"{tid} not run ({why})")
+        for s in self.failed_steps:
+            parts.append(f"{s.name} failed: {s.message}")
+        where = f" (details: {artifacts / 'phase1-junit.xml'}, log {artifacts / 'phase1.log'})" if artifacts else ""
+        return "; ".join(parts) + where
+
+
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\([0-9A-Za-z])")
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def clean(text: str | None) -> str:
+    """Text safe for XML 1.0: colour codes and control characters removed."""
+    return _XML_ILLEGAL.sub("", _ANSI.sub("", text or ""))
+
+
+def _cut(text: str) -> str:
+    text = clean(text)
+    return text if len(text) <= MAX_OUTPUT else "[...cut...]\n" + text[-MAX_OUTPUT:]
+
+
+def _case(r: TargetResult, c: Case) -> TestCase:
+    tc = TestCase(clean(c.name), classname=r.target, elapsed_sec=round(c.seconds, 6), file=c.file, line=c.line)
+    if c.result == "failed":
+        tc.add_failure_info(message=clean(c.message) or "failed", output=_cut(c.output), failure_type="failure")
+    elif c.result == "error":
+        tc.add_error_info(message=clean(c.message) or "error", output=_cut(c.output), error_type="error")
+    elif c.result == "ignored":
+        tc.add_skipped_info(message=clean(c.message) or "ignored")
+    return tc
+
+
+def suites(v: Verdict) -> list[TestSuite]:
+    out: list[TestSuite] = []
+    if v.steps:
+        cases = []
+        for s in v.steps:
+            tc = TestCase(s.name, classname="phase1.steps", elapsed_sec=round(s.seconds, 3), file=s.file, line=s.line)
+            if not s.ok:
+                tc.add_failure_info(message=clean(s.message), output=_cut(s.output), failure_type="failure")
+            cases.append(tc)
+        out.append(TestSuite("phase1.steps", cases))
+    if v.missing or v.not_run:
+        cases = []
+        for name in v.missing:
+            tc = TestCase(name, classname="phase1.required", elapsed_sec=0.0)
+            tc.add_error_info(message=f"required cargo test target {name!r} is missing", error_type="missing")
+            cases.append(tc)
+        for tid, why in v.not_run:
+            tc = TestCase(tid, classname="phase1.required", elapsed_sec=0.0)
+            tc.add_error_info(message=f"{tid} was not run: {why}", error_type="not-run")
+            cases.append(tc)
+        out.append(TestSuite("phase1.required", cases))
+    for r in v.results:
+        props = {"package": r.package, "kind": r.kind, "command": " ".join(r.command), "cwd": r.cwd,
+                 "exit": str(r.exit_code), "format": r.fmt}
+        if r.note:
+            props["note"] = r.note
+        out.append(TestSuite(r.target, [_case(r, c) for c in r.cases], package=r.package, properties=props))
+    return out
+
+
+def write_junit(path: Path, v: Verdict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_xml_report_string(suites(v), encoding="utf-8"), encoding="utf-8")
+    return path
+
+
+# --- console and GitHub ---------------------------------------------------------------------------
+
+def _status(r: TargetResult) -> str:
+    if r.timed_out:
+        return "timeout"
+    return "passed" if r.ok else "failed"
+
+
+def table(v: Verdict) -> str:
+    rows = [(s.name, "passed" if s.ok else "failed", "", "", "", f"{s.seconds:.1f}s") for s in v.steps]
+    for r in v.results:
+        c = r.counts()
+        rows.append((r.target, _status(r), str(c["passed"]), str(c["failed"] + c["error"]), str(c["ignored"]),
+                     f"{r.seconds:.1f}s"))
+    for name in v.missing:
+        rows.append((name, "missing", "", "", "", ""))
+    for tid, why in v.not_run:
+        rows.append((tid, "not run", "", "", "", ""))
+    head = ("Target / step", "Result", "Passed", "Failed", "Ignored", "Time")
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(6)]
+
+    def fmt(row, paint_it=False):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [row[i].rjust(widths[i]) for i in range(2, 6)]
+        if paint_it:
+            cells[1] = console.paint(cells[1], "passed" if row[1] == "passed" else "failed")
+        return "  ".join(cells)
+
+    lines = ["Phase 1 summary", fmt(head), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r, True) for r in rows]
+    c = v.counts()
+    lines.append(f"Rust tests: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
+                 f"in {len(v.results)} target(s)")
+    if v.failed_tests:
+        lines.append("Failed:")
+        lines += [f"  {name}" for name in v.failed_tests]
+    return "\n".join(lines)
+
+
+def step_summary(v: Verdict) -> None:
+    """Markdown for ``$GITHUB_STEP_SUMMARY``: a row per step and target, then the failing tests."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    icon = {"passed": "✅", "failed": "❌", "timeout": "⏱️", "missing": "💥", "not run": "💥"}
+    out = ["## Phase 1: cargo", "", "| Target / step | Result | Passed | Failed | Ignored | Time |",
+           "|---|---|---:|---:|---:|---:|"]
+    for s in v.steps:
+        res = "passed" if s.ok else "failed"
+        out.append(f"| {s.name} | {icon[res]} {res} | | | | {s.seconds:.1f}s |")
+    for r in v.results:
+        c, res = r.counts(), _status(r)
+        out.append(f"| `{r.target}` | {icon[res]} {res} | {c['passed']} | {c['failed'] + c['error']} | {c['ignored']} "
+                   f"| {r.seconds:.1f}s |")
+    for name in v.missing:
+        out.append(f"| `{name}` | {icon['missing']} missing (required) | | | | |")
+    for tid, why in v.not_run:
+        out.append(f"| `{tid}` | {icon['not run']} not run: {why} | | | | |")
+    c = v.counts()
+    out += ["", f"**{c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored**", ""]
+    if v.failed_tests:
+        out += ["Failed tests:", ""] + [f"- `{n}`" for n in v.failed_tests] + [""]
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(out) + "\n")
+
+
+def annotate(v: Verdict, root: Path | None = None) -> None:
+    """One ``::error`` per failing test / step (with file and line when a panic or error gave them)."""
+    if not console.in_github():
+        return
+    for s in v.failed_steps:
+        console.annotate_error(s.name, s.message, file=s.file, line=s.line)
+    for r in v.results:
+        for c in r.failures:
+            console.annotate_error(f"{r.target}::{c.name}", c.message or "failed", file=c.file, line=c.line)
+    for name in v.missing:
+        console.annotate_error("phase1", f"required cargo test target {name!r} is missing")

@@ -1,0 +1,202 @@
+"""Phase 1: lint, build every cargo test target once, run each one, report per Rust test case.
+
+Steps (each reported on its own, a failure in one does not hide the others):
+
+1. ``cargo fmt --all -- --check`` and ``cargo clippy --workspace --all-targets -- -D warnings``
+   (``--no-lint`` skips both);
+2. ``cargo metadata``: the targets ``cargo test --workspace`` runs; a required one
+   (``--required-targets``) that is absent is an error;
+3. ``cargo test --workspace --no-run``: one build of all of them; a compile error stops here with
+   the compiler's first error;
+4. ``pytest tests/cargo_phase.py``: one pytest test per target (id = target name, so
+   ``-k integration_io`` selects), each running that target's test binary and recording its
+   Rust test cases;
+5. ``<artifacts>/phase1-junit.xml`` (per Rust test case), a console table, and under GitHub
+   Actions ``::error`` annotations and a step summary.
+
+Files in ``<artifacts>``: ``phase1.log`` (all cargo and test output), ``phase1-junit.xml``,
+``phase1/targets.json`` (the build manifest the pytest module reads), ``phase1/results/*.json``
+(per-target results) and ``phase1/raw/*.log`` (each binary's raw output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ci import cargo as cargo_mod
+from ci import config as config_mod
+from ci import console, junit_report
+from ci.cargo_libtest import TargetResult
+from ci.config import REPO_ROOT, Config
+from ci.errors import CIError, UsageError
+from ci.tools import run as run_tool
+from ci.tools import tool, which
+
+MANIFEST_ENV = "REAPER_CI_PHASE1_MANIFEST"
+PYTEST_MODULE = REPO_ROOT / "tests" / "cargo_phase.py"
+
+
+def _paths(cfg: Config) -> dict[str, Path]:
+    base = cfg.artifacts / "phase1"
+    return {"log": cfg.artifacts / "phase1.log", "junit": cfg.artifacts / "phase1-junit.xml", "dir": base,
+            "manifest": base / "targets.json", "results": base / "results", "raw": base / "raw",
+            "summary": base / "summary.txt"}
+
+
+def _clean(paths: dict[str, Path]) -> None:
+    """Remove this phase's own outputs from an earlier run (never anything else in artifacts)."""
+    shutil.rmtree(paths["dir"], ignore_errors=True)
+    for key in ("log", "junit"):
+        paths[key].unlink(missing_ok=True)
+    for key in ("results", "raw"):
+        paths[key].mkdir(parents=True, exist_ok=True)
+
+
+def check_pytest_args(args: tuple[str, ...]) -> None:
+    """Reject pytest arguments pytest does not know, before minutes of building (one line)."""
+    if not args:
+        return
+    env = {k: v for k, v in os.environ.items() if k != MANIFEST_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(PYTEST_MODULE), "--collect-only", "-q",
+                           "-p", "no:cacheprovider", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode == 4:
+        lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+        why = next((l for l in lines if "error:" in l.lower()), lines[-1] if lines else "usage error")
+        raise UsageError(f"phase1: pytest rejected the arguments {' '.join(args)!r}: {why.removeprefix('ERROR: ')}")
+
+
+def run(cfg: Config) -> int:
+    if cfg.source is None:
+        raise UsageError("phase1: no Cargo workspace: pass --source DIR (or set REAPER_SOURCE), "
+                         "or run from a folder holding Cargo.toml")
+    cargo = tool("cargo")
+    check_pytest_args(cfg.pytest_args)
+    paths = _paths(cfg)
+    _clean(paths)
+    log = paths["log"]
+    started = time.monotonic()
+    console.info(f"phase1: workspace {cfg.source}; artifacts in {cfg.artifacts}")
+    steps: list[cargo_mod.Step] = []
+
+    if cfg.lint:
+        with console.phase("Phase 1: cargo fmt --check, cargo clippy -D warnings"):
+            for s in cargo_mod.lint(cargo, cfg.source, log=log):
+                steps.append(s)
+                _say_step(s)
+    else:
+        console.info("phase1: --no-lint: cargo fmt and clippy skipped")
+
+    with console.phase("Phase 1: discover cargo test targets (cargo metadata)"):
+        ws = cargo_mod.discover(cargo, cfg.source, log=log)
+        missing = cargo_mod.missing_required(ws.targets, cfg.required_targets)
+        console.info(f"{len(ws.targets)} target(s): {', '.join(t.id for t in ws.targets) or 'none'}")
+        if missing:
+            console.info(console.paint(f"required cargo test target(s) missing: {', '.join(missing)} "
+                                       f"(required: {', '.join(cfg.required_targets)}; see --required-targets); "
+                                       "the other targets still run", "failed"))
+
+    with console.phase("Phase 1: build every test target once (cargo test --no-run)"):
+        build, _ = cargo_mod.build_tests(cargo, cfg.source, ws.targets, log=log)
+        steps.append(build)
+        _say_step(build)
+
+    if not build.ok:
+        verdict = junit_report.Verdict(steps, [], missing, [])
+        _report(cfg, paths, verdict)
+        raise CIError(f"phase1: {verdict.headline(cfg.artifacts)}")
+
+    for t in ws.targets:  # a required target cargo did not build (unmet features) is missing too
+        if t.skip_reason and (t.name in cfg.required_targets or t.id in cfg.required_targets) and t.id not in missing:
+            missing.append(f"{t.id} ({t.skip_reason})")
+    _write_manifest(cfg, paths, ws, missing, cargo)
+
+    with console.phase("Phase 1: run every cargo test target (pytest tests/cargo_phase.py)"):
+        rc = _pytest(cfg, paths)
+    results, not_run = _collect(paths, ws)
+    verdict = junit_report.Verdict(steps, results, missing, not_run)
+    _report(cfg, paths, verdict)
+    if rc == 5:
+        raise CIError(f"phase1: no cargo test target selected by the pytest arguments {' '.join(cfg.pytest_args)!r} "
+                      f"(targets: {', '.join(t.id for t in ws.targets)})")
+    if rc not in (0, 1):
+        raise CIError(f"phase1: pytest stopped with exit {rc} (interrupted or internal error; see {log})")
+    console.info(f"phase1: finished in {time.monotonic() - started:.1f}s")
+    if not verdict.ok:
+        raise CIError(f"phase1: {verdict.headline(cfg.artifacts)}")
+    if rc != 0:  # pytest says something failed that the results do not show: never green
+        raise CIError(f"phase1: pytest reported a failure (exit {rc}) not seen in the per-target results; see {log}")
+    return 0
+
+
+def _say_step(s: cargo_mod.Step) -> None:
+    if s.ok:
+        console.info(f"{s.name}: {console.paint('passed', 'passed')} in {s.seconds:.1f}s")
+    else:
+        console.info(f"{s.name}: {console.paint('FAILED', 'failed')} in {s.seconds:.1f}s: {s.message}")
+
+
+def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace, missing: list[str],
+                    cargo) -> None:
+    data = {
+        "version": 1,
+        "source": str(cfg.source),
+        "workspace_root": str(ws.root),
+        "cargo": which("cargo") or "cargo",
+        "sysroot_libs": cargo_mod.sysroot_libs(cfg.source),
+        "target_timeout": cfg.target_timeout,
+        "results_dir": str(paths["results"]),
+        "raw_dir": str(paths["raw"]),
+        "package_env": {pid: cargo_mod.package_env(pkg) for pid, pkg in ws.packages.items()},
+        "targets": [t.to_json() for t in ws.targets],
+        "missing": missing,
+    }
+    paths["manifest"].write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def _pytest(cfg: Config, paths: dict[str, Path]) -> int:
+    py = tool(sys.executable)
+    env = {MANIFEST_ENV: str(paths["manifest"]),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    args = ["-m", "pytest", str(PYTEST_MODULE), "-p", "no:cacheprovider", "-s", "-v", "-rfEs",
+            # pytest-timeout backstop only; each target has its own deadline (--target-timeout)
+            f"--timeout={int(cfg.target_timeout) + 120}", *cfg.pytest_args]
+    proc = run_tool(py, *args, log=paths["log"], cwd=REPO_ROOT, env=env, ok_code=range(256),
+                    what="pytest tests/cargo_phase.py")
+    return proc.exit_code
+
+
+def _collect(paths: dict[str, Path], ws: cargo_mod.Workspace) -> tuple[list[TargetResult], list[tuple[str, str]]]:
+    results: list[TargetResult] = []
+    not_run: list[tuple[str, str]] = []
+    order = {t.id: i for i, t in enumerate(ws.targets)}
+    for f in sorted(paths["results"].glob("*.json")):
+        r = TargetResult.from_json(json.loads(f.read_text(encoding="utf-8")))
+        if r.exit_code is None and not r.cases:
+            not_run.append((r.target, "its run was interrupted"))
+        else:
+            results.append(r)
+    results.sort(key=lambda r: order.get(r.target, 1 << 30))
+    return results, not_run
+
+
+def _report(cfg: Config, paths: dict[str, Path], verdict: junit_report.Verdict) -> None:
+    junit_report.write_junit(paths["junit"], verdict)
+    text = junit_report.table(verdict)
+    print("\n" + text, flush=True)
+    console.write_text(paths["summary"], text + "\n")
+    junit_report.step_summary(verdict)
+    junit_report.annotate(verdict)
+    console.info(f"JUnit: {paths['junit']}; log: {paths['log']}")
+
+
+def main(argv: list[str]) -> int:
+    cfg = config_mod.parse(argv, prog="phase1")
+    return run(cfg)

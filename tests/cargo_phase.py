@@ -1,0 +1,73 @@
+"""Phase 1's pytest module: one test per cargo test target (id = target id, e.g. ``integration_io``).
+
+Run through ``nox -s phase1`` / ``python -m ci phase1``, which lints, builds every target once and
+points ``REAPER_CI_PHASE1_MANIFEST`` at the build manifest (targets, executables, environment).
+Each test runs one target's test binary the way ``cargo test`` would, streams its results live,
+writes them per Rust test case to ``<artifacts>/phase1/results/<target>.json`` (the phase turns
+those into JUnit), and fails naming every failing Rust test as ``target::test``.
+
+``-k integration_io`` selects targets; ``-n 2`` (pytest-xdist) runs targets in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ci.cargo import Target, run_env
+from ci.cargo_libtest import TargetResult, result_filename, run_target
+
+MANIFEST_ENV = "REAPER_CI_PHASE1_MANIFEST"
+
+_path = os.environ.get(MANIFEST_ENV)
+if not _path:
+    pytest.skip(f"needs {MANIFEST_ENV}: run through `nox -s phase1` or `python -m ci phase1`",
+                allow_module_level=True)
+MANIFEST = json.loads(Path(_path).read_text(encoding="utf-8"))
+TARGETS = [Target.from_json(t) for t in MANIFEST["targets"]]
+MISSING = list(MANIFEST.get("missing", []))
+
+
+def _params():
+    for t in TARGETS:
+        yield pytest.param(t, id=t.id)
+    for name in MISSING:
+        yield pytest.param(name, id=name.split(" ", 1)[0])
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@pytest.mark.parametrize("target", list(_params()))
+def test_target(target):
+    if isinstance(target, str):
+        pytest.fail(f"required cargo test target {target!r} is missing from the workspace "
+                    f"(targets: {', '.join(t.id for t in TARGETS)})", pytrace=False)
+    if target.skip_reason:
+        pytest.skip(f"{target.id}: {target.skip_reason}")
+    out = Path(MANIFEST["results_dir"]) / f"{result_filename(target.id)}.json"
+    cmd = [target.executable or "cargo"]
+    # marker: if this process dies mid-target, the phase reports the target as interrupted
+    out.write_text(json.dumps(TargetResult(target.id, target.package, target.kind, cmd, target.manifest_dir)
+                              .to_json()), encoding="utf-8")
+    env = run_env(target, MANIFEST["package_env"][target.package_id], cargo_path=MANIFEST["cargo"],
+                  sysroot_libs=MANIFEST.get("sysroot_libs", []), config_dir=Path(MANIFEST["source"]))
+    _echo(f"\n--- {target.id} ({target.kind} of {target.package}): {target.executable or 'cargo test --doc'}\n")
+    result = run_target(target, env=env, timeout=float(MANIFEST["target_timeout"]),
+                        raw_log=Path(MANIFEST["raw_dir"]) / f"{result_filename(target.id)}.log", echo=_echo,
+                        cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"])
+    out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+    c = result.counts()
+    _echo(f"--- {target.id}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
+          f"in {result.seconds:.1f}s (exit {result.exit_code}{', TIMED OUT' if result.timed_out else ''})\n")
+    if not result.ok:
+        lines = [f"{target.id}::{f.name}: {f.message}" for f in result.failures] or [
+            f"{target.id}: test binary exit {result.exit_code}"]
+        pytest.fail(f"{len(result.failures)} Rust test(s) failed in {target.id}:\n  " + "\n  ".join(lines),
+                    pytrace=False)

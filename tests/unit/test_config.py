@@ -1,0 +1,109 @@
+"""Config parsing: flags, their environment twins, and one-line usage errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ci import config
+from ci.errors import UsageError
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "Cargo.toml").write_text("[workspace]\n")
+    return tmp_path / "ws"
+
+
+def parse(argv, env=None, cwd=None):
+    return config.parse(argv, env or {}, prog="phase1", cwd=cwd)
+
+
+def test_defaults(tmp_path):
+    cfg = parse([], cwd=tmp_path)
+    assert cfg.source is None  # no Cargo.toml in cwd
+    assert cfg.artifacts == (tmp_path / "artifacts").resolve()
+    assert cfg.required_targets == ("integration_io", "integration_exec")
+    assert cfg.lint is True
+    assert cfg.target_timeout == config.DEFAULT_TARGET_TIMEOUT
+    assert cfg.pytest_args == ()
+
+
+def test_source_defaults_to_cwd_when_it_is_a_workspace(ws):
+    assert parse([], cwd=ws).source == ws.resolve()
+
+
+def test_source_and_artifacts_flags(ws, tmp_path):
+    cfg = parse(["--source", str(ws), "--artifacts", str(tmp_path / "out")], cwd=tmp_path)
+    assert cfg.source == ws.resolve()
+    assert cfg.artifacts == (tmp_path / "out").resolve()
+
+
+def test_env_twins(ws, tmp_path):
+    env = {"REAPER_SOURCE": str(ws), "CI_ARTIFACTS_DIR": str(tmp_path / "a"), "REAPER_REQUIRED_TARGETS": "x,y",
+           "REAPER_NO_LINT": "1", "REAPER_TARGET_TIMEOUT": "90"}
+    cfg = parse([], env, cwd=tmp_path)
+    assert (cfg.source, cfg.artifacts) == (ws.resolve(), (tmp_path / "a").resolve())
+    assert cfg.required_targets == ("x", "y")
+    assert cfg.lint is False
+    assert cfg.target_timeout == 90.0
+
+
+def test_flags_override_env(ws, tmp_path):
+    env = {"REAPER_REQUIRED_TARGETS": "x,y", "REAPER_TARGET_TIMEOUT": "90"}
+    cfg = parse(["--required-targets", "integration_io", "--target-timeout", "5"], env, cwd=tmp_path)
+    assert cfg.required_targets == ("integration_io",)
+    assert cfg.target_timeout == 5.0
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("a,b", ("a", "b")),
+    (" a , b ,", ("a", "b")),
+    ("", ()),  # nothing required
+    ("integration_io", ("integration_io",)),
+])
+def test_required_targets_list(raw, expected, tmp_path):
+    assert parse(["--required-targets", raw], cwd=tmp_path).required_targets == expected
+
+
+@pytest.mark.parametrize("value, lint", [("1", False), ("true", False), ("yes", False), ("0", True), ("", True)])
+def test_no_lint_env(value, lint, tmp_path):
+    assert parse([], {"REAPER_NO_LINT": value}, cwd=tmp_path).lint is lint
+
+
+def test_no_lint_flag(tmp_path):
+    assert parse(["--no-lint"], cwd=tmp_path).lint is False
+
+
+@pytest.mark.parametrize("raw, needle", [("soon", "not a number"), ("0", "more than 0"), ("-3", "more than 0")])
+def test_bad_target_timeout(raw, needle, tmp_path):
+    with pytest.raises(UsageError, match=needle):
+        parse(["--target-timeout", raw], cwd=tmp_path)
+
+
+def test_unknown_args_go_to_pytest(tmp_path):
+    cfg = parse(["-k", "integration_io", "-x"], cwd=tmp_path)
+    assert cfg.pytest_args == ("-k", "integration_io", "-x")
+
+
+def test_near_miss_of_our_option_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match="did you mean --no-lint"):
+        parse(["--no-lnt"], cwd=tmp_path)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p / "absent", "no such directory"),
+    (lambda p: p, "no Cargo.toml there"),
+])
+def test_bad_source(make, needle, tmp_path):
+    with pytest.raises(UsageError, match=needle):
+        parse(["--source", str(make(tmp_path))], cwd=tmp_path)
+
+
+def test_source_that_is_a_file(tmp_path):
+    f = tmp_path / "Cargo.toml"
+    f.write_text("")
+    with pytest.raises(UsageError, match="not a directory"):
+        parse(["--source", str(f)], cwd=tmp_path)
