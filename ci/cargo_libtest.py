@@ -2,8 +2,12 @@
 
 A libtest binary is run directly (as ``cargo test`` would: cwd = the package's folder, cargo's
 environment) with ``--format json -Z unstable-options --report-time``; ``RUSTC_BOOTSTRAP=1`` in
-the *binary's* environment lets a stable-built libtest accept those flags (cargo itself never
-sees the variable, so nothing is rebuilt). Each JSON event gives a test's outcome, duration and
+the *binary's* environment lets a stable-built libtest accept those flags. The variable must not
+reach a cargo or rustc that a test starts itself (reaper's ``test_exec_command_help`` runs
+``cargo run``): build scripts that watch it would rerun and cargo would rebuild the whole
+dependency graph, then again on the next plain build. So the binary also gets a PATH folder of
+``cargo``/``rustc``/``rustdoc`` shims (:func:`write_shims`) that restore the user's own value
+before running the real tool. Each JSON event gives a test's outcome, duration and
 captured output. When a binary refuses the flags, it is run again plainly and libtest's text
 output is parsed (no durations then). Doctests are run with ``cargo test --doc`` and read the
 same text way. A ``harness = false`` target is one case, judged by its exit status.
@@ -195,6 +199,41 @@ def parse_text(output: str) -> list[Case]:
 
 # --- running -----------------------------------------------------------------------------------------
 
+SHIMMED = ("cargo", "rustc", "rustdoc")
+
+
+def write_shims(folder: Path, original_bootstrap: str | None, path: str | None = None) -> Path:
+    """Write ``cargo``/``rustc``/``rustdoc`` wrappers that undo our RUSTC_BOOTSTRAP, then exec the real tool."""
+    import shlex
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    search = os.pathsep.join(p for p in (path or os.environ.get("PATH", "")).split(os.pathsep)
+                             if p and Path(p).resolve() != folder.resolve())
+    restore = ("unset RUSTC_BOOTSTRAP" if original_bootstrap is None
+               else f"export RUSTC_BOOTSTRAP={shlex.quote(original_bootstrap)}")
+    for name in SHIMMED:
+        real = shutil.which(name, path=search)
+        if not real:
+            continue
+        shim = folder / name
+        shim.write_text("#!/bin/sh\n"
+                        "# reaper-ci phase1: RUSTC_BOOTSTRAP=1 was set only so libtest accepts --format json;\n"
+                        "# a cargo/rustc started by a test must see the user's own value, or cargo rebuilds everything.\n"
+                        f"{restore}\nexec {shlex.quote(real)} \"$@\"\n")
+        shim.chmod(0o755)
+    return folder
+
+
+def bootstrap_env(env: Mapping[str, str], shim_dir: Path | None) -> dict[str, str]:
+    """``env`` plus RUSTC_BOOTSTRAP=1 for libtest, with the shims first on PATH (and as ``$CARGO``)."""
+    out = {**env, "RUSTC_BOOTSTRAP": "1"}
+    if shim_dir is not None:
+        out["PATH"] = os.pathsep.join([str(shim_dir), *filter(None, [env.get("PATH")])])
+        if (shim_dir / "cargo").is_file():
+            out["CARGO"] = str(shim_dir / "cargo")
+    return out
+
 Echo = Callable[[str], None]
 
 
@@ -292,6 +331,7 @@ def run_target(
     echo: Echo | None = None,
     cargo: str = "cargo",
     workspace_root: str | None = None,
+    shim_dir: Path | None = None,
 ) -> TargetResult:
     """Run ``target`` once and return its per-test results (never raises for a failing test)."""
     echo = echo or (lambda s: None)
@@ -303,7 +343,7 @@ def run_target(
         assert target.executable, f"{target.id}: no executable"
         if not target.harness:
             return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "exit-status")
-        result = _run_json(target, env, timeout, raw, echo)
+        result = _run_json(target, env, timeout, raw, echo, shim_dir)
         if result is None:  # this libtest refused the JSON flags: read its text output instead
             echo(f"    ({target.id}: libtest rejected --format json; reading its text output)\n")
             return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "text")
@@ -313,7 +353,8 @@ def run_target(
             raw.close()
 
 
-def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo: Echo) -> TargetResult | None:
+def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo: Echo,
+              shim_dir: Path | None = None) -> TargetResult | None:
     cmd = [target.executable, *JSON_FLAGS]
     events = JsonEvents()
     other: list[str] = []
@@ -337,7 +378,7 @@ def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo:
         other.append(line)
         echo(line)
 
-    code, timed_out, took = _stream(cmd, target.manifest_dir, {**env, "RUSTC_BOOTSTRAP": "1"}, timeout, on_line)
+    code, timed_out, took = _stream(cmd, target.manifest_dir, bootstrap_env(env, shim_dir), timeout, on_line)
     text = "".join(other)
     if not saw_json and code not in (0, None) and _NIGHTLY_ONLY in text:
         return None

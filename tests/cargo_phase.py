@@ -61,7 +61,8 @@ def test_target(target):
     _echo(f"\n--- {target.id} ({target.kind} of {target.package}): {target.executable or 'cargo test --doc'}\n")
     result = run_target(target, env=env, timeout=float(MANIFEST["target_timeout"]),
                         raw_log=Path(MANIFEST["raw_dir"]) / f"{result_filename(target.id)}.log", echo=_echo,
-                        cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"])
+                        cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"],
+                        shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None)
     out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
     c = result.counts()
     _echo(f"--- {target.id}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "

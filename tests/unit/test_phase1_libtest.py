@@ -226,3 +226,25 @@ def test_result_filename(tid, name):
     if name:
         assert got == name
     assert result_filename("doc:reaper") != result_filename("doc_reaper")
+
+
+@pytest.mark.parametrize("original, seen", [(None, "unset"), ("mycrate", "mycrate")])
+def test_shims_undo_our_rustc_bootstrap(tmp_path, original, seen):
+    """A cargo/rustc a test starts sees the user's RUSTC_BOOTSTRAP, not the one given to libtest."""
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in ("cargo", "rustc"):
+        (real / name).write_text(f'#!/bin/sh\necho "{name} ${{RUSTC_BOOTSTRAP-unset}} $*"\n')
+        (real / name).chmod(0o755)
+    from ci.cargo_libtest import bootstrap_env, write_shims
+
+    shims = write_shims(tmp_path / "shims", original, path=str(real))
+    assert sorted(p.name for p in shims.iterdir()) == ["cargo", "rustc"]  # no rustdoc on this PATH
+    env = bootstrap_env({"PATH": f"{real}:/usr/bin:/bin"}, shims)
+    assert env["RUSTC_BOOTSTRAP"] == "1" and env["CARGO"] == str(shims / "cargo")
+    import subprocess
+
+    out = subprocess.run(["cargo", "build", "--x y"], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == f"cargo {seen} build --x y\n"
+    out = subprocess.run([env["CARGO"], "-V"], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == f"cargo {seen} -V\n"
