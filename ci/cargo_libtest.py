@@ -267,7 +267,18 @@ def _stream(cmd: Sequence[str], cwd: str, env: Mapping[str, str], timeout: float
 
     for name, pipe in (("out", proc.stdout), ("err", proc.stderr)):
         threading.Thread(target=pump, args=(name, pipe), daemon=True).start()
-    deadline, timed_out, open_pipes, drain_until = start + timeout, False, 2, None
+    try:
+        timed_out = _pump_until_done(proc, lines, on_line, start + timeout)
+    except BaseException:  # Ctrl-C, or a bug: never leave the binary (in its own session) running
+        _kill_group(proc)
+        raise
+    code = proc.wait()
+    return code, timed_out, time.monotonic() - start
+
+
+def _pump_until_done(proc: subprocess.Popen, lines: "queue.Queue", on_line, deadline: float) -> bool:
+    """Feed lines to ``on_line`` until both pipes close (or shortly after exit); True if killed at the deadline."""
+    open_pipes, drain_until, timed_out = 2, None, False
     while open_pipes:
         now = time.monotonic()
         if drain_until is None and proc.poll() is not None:
@@ -293,8 +304,7 @@ def _stream(cmd: Sequence[str], cwd: str, env: Mapping[str, str], timeout: float
             break
         if line is not None:
             on_line(name, line)
-    code = proc.wait()
-    return code, timed_out, time.monotonic() - start
+    return timed_out
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

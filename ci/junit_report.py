@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +36,7 @@ class Verdict:
     results: list[TargetResult]
     missing: list[str]  # required targets absent from the workspace, or not built
     not_run: list[tuple[str, str]]  # (target id, reason) selected but with no result
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (target id, reason) cargo did not build
 
     @property
     def failed_tests(self) -> list[str]:
@@ -119,6 +120,10 @@ def suites(v: Verdict) -> list[TestSuite]:
             tc.add_error_info(message=f"{tid} was not run: {why}", error_type="not-run")
             cases.append(tc)
         out.append(TestSuite("phase1.required", cases))
+    for tid, why in v.skipped:
+        tc = TestCase("<not built>", classname=tid, elapsed_sec=0.0)
+        tc.add_skipped_info(message=why)
+        out.append(TestSuite(tid, [tc]))
     for r in v.results:
         props = {"package": r.package, "kind": r.kind, "command": " ".join(r.command), "cwd": r.cwd,
                  "exit": str(r.exit_code), "format": r.fmt}
@@ -152,13 +157,15 @@ def table(v: Verdict) -> str:
         rows.append((name, "missing", "", "", "", ""))
     for tid, why in v.not_run:
         rows.append((tid, "not run", "", "", "", ""))
+    for tid, why in v.skipped:
+        rows.append((f"{tid} ({why})", "skipped", "", "", "", ""))
     head = ("Target / step", "Result", "Passed", "Failed", "Ignored", "Time")
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(6)]
 
     def fmt(row, paint_it=False):
         cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [row[i].rjust(widths[i]) for i in range(2, 6)]
         if paint_it:
-            cells[1] = console.paint(cells[1], "passed" if row[1] == "passed" else "failed")
+            cells[1] = console.paint(cells[1], {"passed": "passed", "skipped": "skipped"}.get(row[1], "failed"))
         return "  ".join(cells)
 
     lines = ["Phase 1 summary", fmt(head), "  ".join("-" * w for w in widths)]
@@ -191,6 +198,8 @@ def step_summary(v: Verdict) -> None:
         out.append(f"| `{name}` | {icon['missing']} missing (required) | | | | |")
     for tid, why in v.not_run:
         out.append(f"| `{tid}` | {icon['not run']} not run: {why} | | | | |")
+    for tid, why in v.skipped:
+        out.append(f"| `{tid}` | ⏭️ skipped: {why} | | | | |")
     c = v.counts()
     out += ["", f"**{c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored**", ""]
     if v.failed_tests:

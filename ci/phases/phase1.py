@@ -21,6 +21,7 @@ Files in ``<artifacts>``: ``phase1.log`` (all cargo and test output), ``phase1-j
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -114,14 +115,14 @@ def run(cfg: Config) -> int:
         raise CIError(f"phase1: {verdict.headline(cfg.artifacts)}")
 
     for t in ws.targets:  # a required target cargo did not build (unmet features) is missing too
-        if t.skip_reason and (t.name in cfg.required_targets or t.id in cfg.required_targets) and t.id not in missing:
+        if t.skip_reason and _is_required(cfg, t) and t.id not in missing:
             missing.append(f"{t.id} ({t.skip_reason})")
-    _write_manifest(cfg, paths, ws, missing, cargo)
+    _write_manifest(cfg, paths, ws, missing)
 
     with console.phase("Phase 1: run every cargo test target (pytest tests/cargo_phase.py)"):
         rc = _pytest(cfg, paths)
-    results, not_run = _collect(paths, ws)
-    verdict = junit_report.Verdict(steps, results, missing, not_run)
+    results, not_run, skipped = _collect(paths, ws)
+    verdict = junit_report.Verdict(steps, results, missing, not_run, skipped)
     _report(cfg, paths, verdict)
     if rc == 5:
         raise CIError(f"phase1: no cargo test target selected by the pytest arguments {' '.join(cfg.pytest_args)!r} "
@@ -136,6 +137,10 @@ def run(cfg: Config) -> int:
     return 0
 
 
+def _is_required(cfg: Config, t: cargo_mod.Target) -> bool:
+    return t.name in cfg.required_targets or t.id in cfg.required_targets
+
+
 def _say_step(s: cargo_mod.Step) -> None:
     if s.ok:
         console.info(f"{s.name}: {console.paint('passed', 'passed')} in {s.seconds:.1f}s")
@@ -143,8 +148,7 @@ def _say_step(s: cargo_mod.Step) -> None:
         console.info(f"{s.name}: {console.paint('FAILED', 'failed')} in {s.seconds:.1f}s: {s.message}")
 
 
-def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace, missing: list[str],
-                    cargo) -> None:
+def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace, missing: list[str]) -> None:
     data = {
         "version": 1,
         "source": str(cfg.source),
@@ -166,26 +170,32 @@ def _pytest(cfg: Config, paths: dict[str, Path]) -> int:
     py = tool(sys.executable)
     env = {MANIFEST_ENV: str(paths["manifest"]),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    args = ["-m", "pytest", str(PYTEST_MODULE), "-p", "no:cacheprovider", "-s", "-v", "-rfEs",
-            # pytest-timeout backstop only; each target has its own deadline (--target-timeout)
-            f"--timeout={int(cfg.target_timeout) + 120}", *cfg.pytest_args]
+    args = ["-m", "pytest", str(PYTEST_MODULE), "-p", "no:cacheprovider", "-s", "-v", "-rfEs"]
+    if importlib.util.find_spec("pytest_timeout"):  # a backstop only: each target has its own deadline
+        args.append(f"--timeout={int(cfg.target_timeout) + 120}")
+    args += cfg.pytest_args
     proc = run_tool(py, *args, log=paths["log"], cwd=REPO_ROOT, env=env, ok_code=range(256),
                     what="pytest tests/cargo_phase.py")
     return proc.exit_code
 
 
-def _collect(paths: dict[str, Path], ws: cargo_mod.Workspace) -> tuple[list[TargetResult], list[tuple[str, str]]]:
+def _collect(paths: dict[str, Path], ws: cargo_mod.Workspace
+             ) -> tuple[list[TargetResult], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Per-target results written by tests/cargo_phase.py: (ran, interrupted, not built)."""
     results: list[TargetResult] = []
     not_run: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     order = {t.id: i for i, t in enumerate(ws.targets)}
     for f in sorted(paths["results"].glob("*.json")):
         r = TargetResult.from_json(json.loads(f.read_text(encoding="utf-8")))
-        if r.exit_code is None and not r.cases:
+        if r.fmt == "not-built":
+            skipped.append((r.target, r.note))
+        elif r.exit_code is None and not r.cases:
             not_run.append((r.target, "its run was interrupted"))
         else:
             results.append(r)
     results.sort(key=lambda r: order.get(r.target, 1 << 30))
-    return results, not_run
+    return results, not_run, skipped
 
 
 def _report(cfg: Config, paths: dict[str, Path], verdict: junit_report.Verdict) -> None:

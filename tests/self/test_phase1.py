@@ -110,8 +110,10 @@ def test_all_pass(phase1):
     assert run.code == 0, (run.proc.stdout[-4000:], run.proc.stderr)
     assert run.proc.stderr.strip() == ""
     suites = run.suites()
-    assert set(suites) == {"phase1.steps", "alpha", "beta", "alpha-tool", "integration_io", "integration_exec",
-                           "custom_main", "doc:alpha"}
+    assert set(suites) == {"phase1.steps", "alpha", "beta", "alpha-tool", "alpha-extra", "integration_io",
+                           "integration_exec", "custom_main", "doc:alpha"}
+    assert run.outcome("alpha-extra") == {"<not built>": "skipped"}  # required-features not enabled
+    assert "needs feature(s) extra" in run.cases("alpha-extra")["<not built>"].find("skipped").get("message")
     assert run.outcome("phase1.steps") == {"cargo fmt --check": "passed", "cargo clippy -D warnings": "passed",
                                            "cargo test --no-run": "passed"}
     assert run.outcome("alpha") == {"tests::doubles": "passed", "tests::slow_and_ignored": "skipped",

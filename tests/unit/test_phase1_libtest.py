@@ -248,3 +248,24 @@ def test_shims_undo_our_rustc_bootstrap(tmp_path, original, seen):
     assert out == f"cargo {seen} build --x y\n"
     out = subprocess.run([env["CARGO"], "-V"], env=env, capture_output=True, text=True, check=True).stdout
     assert out == f"cargo {seen} -V\n"
+
+
+def test_interrupt_kills_the_binary(tmp_path):
+    """Ctrl-C while a target runs must not leave its test binary (in its own session) behind."""
+    from ci.cargo_libtest import _stream
+
+    pidfile = tmp_path / "pid"
+    t = fake_binary(tmp_path, f"""
+        open({str(pidfile)!r}, "w").write(str(os.getpid()))
+        print("started", flush=True)
+        time.sleep(600)
+    """)
+
+    def on_line(stream, line):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _stream([t.executable], str(tmp_path), dict(os.environ), 60, on_line)
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -128,3 +128,13 @@ def test_no_github_output_outside_actions(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("raw, clean", [("\x1b[31mred\x1b[0m", "red"), ("a\x00b\x07c", "abc"), ("tab\tok\n", "tab\tok\n")])
 def test_clean_for_xml(raw, clean):
     assert junit_report.clean(raw) == clean
+
+
+def test_targets_cargo_did_not_build_are_skipped_not_failed():
+    v = Verdict([], [PASSING], [], [], [("reaper-agent", "not built: needs feature(s) agent")])
+    assert v.ok
+    suites = {s.get("name"): s for s in parse(v).iter("testsuite")}
+    (case,) = suites["reaper-agent"].iter("testcase")
+    assert case.find("skipped").get("message") == "not built: needs feature(s) agent"
+    assert ["reaper-agent", "(not", "built:", "needs", "feature(s)", "agent)", "skipped"] in [
+        l.split() for l in junit_report.table(v).splitlines()]
