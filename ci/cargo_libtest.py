@@ -66,6 +66,7 @@ class TargetResult:
     fmt: str = "json"  # json | text | exit-status
     cases: list[Case] = field(default_factory=list)
     note: str = ""
+    leftovers: list[str] = field(default_factory=list)  # "pid command" of processes it left running
 
     def counts(self) -> dict[str, int]:
         out = {"passed": 0, "failed": 0, "ignored": 0, "error": 0}
@@ -342,9 +343,32 @@ def run_target(
     cargo: str = "cargo",
     workspace_root: str | None = None,
     shim_dir: Path | None = None,
+    leftovers_under: Path | None = None,
+    kill_leftovers: bool = True,
 ) -> TargetResult:
-    """Run ``target`` once and return its per-test results (never raises for a failing test)."""
+    """Run ``target`` once and return its per-test results (never raises for a failing test).
+
+    With ``leftovers_under`` (the cargo target folder), processes running a binary from there
+    that the run started and left behind (daemons a test spawned) are listed in the result and,
+    with ``kill_leftovers``, terminated so they cannot affect later targets or phases.
+    """
     echo = echo or (lambda s: None)
+    before = _processes_under(leftovers_under) if leftovers_under else {}
+    result = _run_target(target, env, timeout, raw_log, echo, cargo, workspace_root, shim_dir)
+    if leftovers_under:
+        left = {pid: cmd for pid, cmd in _processes_under(leftovers_under).items() if pid not in before}
+        if left:
+            result.leftovers = [f"{pid} {cmd}" for pid, cmd in sorted(left.items())]
+            action = "terminated" if kill_leftovers else "left running (targets run in parallel)"
+            echo(f"    {target.id} left {len(left)} process(es) running; {action}:\n")
+            echo("".join(f"      {line}\n" for line in result.leftovers))
+            if kill_leftovers:
+                _terminate(list(left))
+    return result
+
+
+def _run_target(target: Target, env: Mapping[str, str], timeout: float, raw_log: Path | None, echo: Echo,
+                cargo: str, workspace_root: str | None, shim_dir: Path | None) -> TargetResult:
     raw = open(raw_log, "w", encoding="utf-8", errors="replace") if raw_log else None
     try:
         if target.kind == "doc":
@@ -447,3 +471,51 @@ def result_filename(target_id: str) -> str:
     if safe != target_id:
         safe += "-" + hashlib.sha1(target_id.encode()).hexdigest()[:8]
     return safe
+
+
+def _processes_under(root: Path) -> dict[int, str]:
+    """Live processes (not zombies) whose executable lies under ``root``: pid -> command line."""
+    found: dict[int, str] = {}
+    root = root.resolve()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            exe = Path(os.readlink(entry / "exe"))
+            if root not in exe.parents:
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue  # gone, or not ours to read
+        found[int(entry.name)] = cmd[:300]
+    return found
+
+
+def _terminate(pids: Sequence[int], grace: float = KILL_GRACE) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, each pid (not process groups)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        time.sleep(0.1)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

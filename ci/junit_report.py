@@ -129,6 +129,8 @@ def suites(v: Verdict) -> list[TestSuite]:
                  "exit": str(r.exit_code), "format": r.fmt}
         if r.note:
             props["note"] = r.note
+        if r.leftovers:
+            props["leftover_processes"] = "; ".join(r.leftovers)
         out.append(TestSuite(r.target, [_case(r, c) for c in r.cases], package=r.package, properties=props))
     return out
 
@@ -173,6 +175,10 @@ def table(v: Verdict) -> str:
     c = v.counts()
     lines.append(f"Rust tests: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
                  f"in {len(v.results)} target(s)")
+    for r in v.results:
+        if r.leftovers:
+            lines.append(f"{r.target} left {len(r.leftovers)} process(es) running after it finished: "
+                         + "; ".join(r.leftovers))
     if v.failed_tests:
         lines.append("Failed:")
         lines += [f"  {name}" for name in v.failed_tests]

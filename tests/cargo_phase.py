@@ -64,7 +64,10 @@ def test_target(target):
     result = run_target(target, env=env, timeout=float(MANIFEST["target_timeout"]),
                         raw_log=Path(MANIFEST["raw_dir"]) / f"{result_filename(target.id)}.log", echo=_echo,
                         cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"],
-                        shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None)
+                        shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None,
+                        leftovers_under=Path(MANIFEST["target_directory"]) if MANIFEST.get("target_directory") else None,
+                        # with pytest-xdist other targets run at the same time: report, never kill
+                        kill_leftovers="PYTEST_XDIST_WORKER" not in os.environ)
     out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
     c = result.counts()
     _echo(f"--- {target.id}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "

@@ -153,6 +153,7 @@ def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace
         "version": 1,
         "source": str(cfg.source),
         "workspace_root": str(ws.root),
+        "target_directory": str(ws.target_directory),
         "cargo": which("cargo") or "cargo",
         "sysroot_libs": cargo_mod.sysroot_libs(cfg.source),
         "target_timeout": cfg.target_timeout,

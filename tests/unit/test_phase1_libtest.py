@@ -269,3 +269,34 @@ def test_interrupt_kills_the_binary(tmp_path):
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("kill", [True, False])
+def test_processes_left_behind_are_reported_and_terminated(tmp_path, kill):
+    """A daemon a test started from the cargo target folder is listed, and stopped unless told not to."""
+    import shutil
+
+    target_dir = tmp_path / "target"
+    target_dir.mkdir()
+    daemon = target_dir / "daemon-sleep"
+    shutil.copy(shutil.which("sleep"), daemon)
+    pidfile = tmp_path / "daemon.pid"
+    t = fake_binary(tmp_path, f"""
+        p = subprocess.Popen([{str(daemon)!r}, "300"], start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        open({str(pidfile)!r}, "w").write(str(p.pid))
+        emit({{"type": "test", "event": "started", "name": "spawns_daemon"}})
+        emit({{"type": "test", "event": "ok", "name": "spawns_daemon", "exec_time": 0.01}})
+    """)
+    r = run(t, leftovers_under=target_dir, kill_leftovers=kill)
+    pid = int(pidfile.read_text())
+    try:
+        assert r.ok  # leftovers are reported, not a test failure
+        assert r.leftovers == [f"{pid} {daemon} 300"]
+        assert f"fake_test left 1 process(es) running; {'terminated' if kill else 'left running'}" in r.echoed
+        from ci.cargo_libtest import _alive
+
+        assert _alive(pid) is (not kill)
+    finally:
+        if not kill:
+            os.kill(pid, 9)
