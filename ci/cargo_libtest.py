@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -87,9 +87,11 @@ class TargetResult:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "TargetResult":
-        data = dict(data)
-        cases = [Case(**c) for c in data.pop("cases", [])]
-        return cls(**data, cases=cases)
+        """Read a result file, ignoring fields this version does not know."""
+        known = {f.name for f in fields(cls)} - {"cases"}
+        case_fields = {f.name for f in fields(Case)}
+        cases = [Case(**{k: v for k, v in c.items() if k in case_fields}) for c in data.get("cases", [])]
+        return cls(**{k: v for k, v in data.items() if k in known}, cases=cases)
 
 
 # --- parsing ---------------------------------------------------------------------------------------
