@@ -209,6 +209,24 @@ def _report(cfg: Config, paths: dict[str, Path], verdict: junit_report.Verdict) 
     console.info(f"JUnit: {paths['junit']}; log: {paths['log']}")
 
 
+USAGE = """\
+usage: python -m ci phase1 [options] [pytest args]     (nox -s phase1 -- [options] [pytest args])
+
+  --source DIR            cargo workspace to test (REAPER_SOURCE; default: the current folder if it has Cargo.toml)
+  --artifacts DIR         where phase1.log, phase1-junit.xml and phase1/ go (CI_ARTIFACTS_DIR; default ./artifacts)
+  --required-targets A,B  test targets that must exist (REAPER_REQUIRED_TARGETS; default integration_io,integration_exec;
+                          empty: none)
+  --no-lint               skip cargo fmt --check and cargo clippy (REAPER_NO_LINT=1)
+  --target-timeout SECS   kill a test binary after this long (REAPER_TARGET_TIMEOUT; default 1800)
+  pytest args             select targets by id: -k integration_io, -k "not integration_overlay"; -x; -n 2 (xdist)
+
+exit status: 0 all passed; 1 a lint step, the build, a Rust test or a required target failed; 2 bad usage
+"""
+
+
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE, end="")
+        return 0
     cfg = config_mod.parse(argv, prog="phase1")
     return run(cfg)

@@ -255,3 +255,19 @@ def test_no_cargo_on_path(tmp_path):
                            str(tmp_path / "a")], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO), "PATH": "/nonexistent"})
     assert_one_line(Run(proc, tmp_path, 0), 1, "`cargo` not found on PATH")
+
+
+def test_help_lists_the_options():
+    proc = subprocess.run([sys.executable, "-m", "ci", "phase1", "--help"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
+    for opt in ("--source", "--artifacts", "--required-targets", "--no-lint", "--target-timeout", "-k integration_io"):
+        assert opt in proc.stdout
+
+
+def test_targets_in_parallel_with_xdist(phase1):
+    pytest.importorskip("xdist")
+    run = phase1("fail", "--no-lint", "-n", "2")
+    assert_one_line(run, 1, "3 Rust test(s) failed: crash::aborts_the_process, integration_io::fails_on_purpose, "
+                            "integration_io::panics_on_purpose")
+    assert run.outcome("integration_exec") == {"exec_passes": "passed"}
