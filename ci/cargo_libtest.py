@@ -422,7 +422,7 @@ def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo:
     why = f"timed out after {timeout:g}s" if timed_out else f"the test binary stopped ({_describe_exit(code)})"
     for case in events.finish(code, why):
         echo(_fmt_case(target.id, case))
-    result.cases = list(events.cases.values())
+    result.cases = sorted(events.cases.values(), key=lambda c: c.name)  # libtest finishes them in any order
     _guard_exit(result, text, why)
     return result
 
@@ -448,7 +448,7 @@ def _run_text(target: Target, cmd: list[str], cwd: str, env: Mapping[str, str], 
                              message="" if ok else (_first_line(text) or why), file=file, line=line)]
         result.note = "harness = false: one case, judged by the exit status"
         return result
-    result.cases = parse_text(text)
+    result.cases = sorted(parse_text(text), key=lambda c: c.name)
     result.note = "libtest text output: no per-test durations"
     _guard_exit(result, text, why)
     return result

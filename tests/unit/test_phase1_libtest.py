@@ -119,8 +119,8 @@ def test_run_json_binary(tmp_path):
     raw = tmp_path / "raw.log"
     r = run(t, raw_log=raw)
     assert r.exit_code == 101 and not r.ok and r.fmt == "json"
-    assert [(c.name, c.result, c.seconds) for c in r.cases] == [("good", "passed", 0.125), ("bad", "failed", 0.5)]
-    assert r.cases[1].message == "no good"
+    assert [(c.name, c.result, c.seconds) for c in r.cases] == [("bad", "failed", 0.5), ("good", "passed", 0.125)]
+    assert r.cases[0].message == "no good"
     assert "ok       fake_test::good (0.12s)" in r.echoed and "FAILED   fake_test::bad" in r.echoed
     assert "plain line from the test binary" in r.echoed
     assert '"name": "good"' in raw.read_text()
