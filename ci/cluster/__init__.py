@@ -1,0 +1,60 @@
+"""Cluster provisioners. :func:`get_provisioner` picks ``kind`` or ``local`` for a Config."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+
+from ci.cluster.base import Provisioner
+from ci.config import Config
+from ci.errors import ToolMissing
+
+
+def kind_usable() -> str | None:
+    """None when kind can run here (docker daemon answers, kind on PATH), else what is missing."""
+    if not shutil.which("docker"):
+        return "no `docker` on PATH"
+    if not shutil.which("kind"):
+        return "no `kind` on PATH"
+    try:
+        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`docker info` failed ({e})"
+    if r.returncode != 0 or not r.stdout.strip():
+        return "the Docker daemon does not answer (`docker info` failed)"
+    return None
+
+
+def local_usable() -> str | None:
+    """None when the local provisioner can run here (Linux, root), else what is missing."""
+    if platform.system() != "Linux":
+        return f"not Linux ({platform.system()})"
+    if os.geteuid() != 0:
+        return "not root"
+    return None
+
+
+def get_provisioner(cfg: Config) -> Provisioner:
+    """``--provisioner kind|local``, or ``auto``: kind when Docker + kind work, else local on Linux as root."""
+    choice = cfg.provisioner
+    if choice == "auto":
+        why_not_kind = kind_usable()
+        if why_not_kind is None:
+            choice = "kind"
+        else:
+            why_not_local = local_usable()
+            if why_not_local is not None:
+                raise ToolMissing(
+                    f"no way to get a cluster: kind needs Docker + kind ({why_not_kind}); "
+                    f"the local provisioner needs Linux as root ({why_not_local})"
+                )
+            choice = "local"
+    if choice == "kind":
+        from ci.cluster.kind import KindProvisioner
+
+        return KindProvisioner(cfg)
+    from ci.cluster.local import LocalProvisioner
+
+    return LocalProvisioner(cfg)

@@ -1,0 +1,1131 @@
+"""The ``local`` provisioner: a real single-node Kubernetes on this Linux host, offline.
+
+Components (etcd, a dedicated containerd, kube-apiserver, kube-controller-manager,
+kube-scheduler, kubelet) run as supervised processes, each with its own log and pid file,
+everything under ``cfg.state_dir`` (default /var/lib/reaper-ci) and ``/run/reaper-ci``. The
+host's own containerd, /var/lib/kubelet and /etc are never touched.
+
+``up`` reuses a healthy cluster, otherwise tears down whatever is left (a crash mid-``up``
+included) and builds a fresh one, waiting on every component's readiness with a deadline.
+``down`` removes processes, mounts, the CNI bridge and network namespaces, cgroups, and the
+state folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ci import console
+from ci.cluster import images, pki as pki_mod, runtime as rt
+from ci.cluster.base import ClusterInfo, LocalNode, Provisioner, info_path
+from ci.config import Config
+from ci.errors import SetupError, ToolMissing
+
+RUN_DIR = Path("/run/reaper-ci")
+ETCD_CLIENT_PORT = 23790
+ETCD_PEER_PORT = 23800
+APISERVER_PORT = 6443
+KUBELET_PORT = 10250
+KUBELET_HEALTHZ_PORT = 10248
+CONTROLLER_MANAGER_PORT = 10257
+SCHEDULER_PORT = 10259
+SERVICE_CIDR = "10.0.0.0/24"
+POD_CIDR = "10.244.0.0/24"
+BRIDGE = "rci0"
+CNI_NETWORK = "reaper-ci"
+SMOKE_TEXT = "reaper-ci-smoke-ok"
+CNI_BIN_DIR = "/usr/lib/cni"
+
+
+class Timeouts:
+    """Named deadlines (seconds) for every wait in ``up``."""
+
+    ETCD = 60
+    CONTAINERD = 60
+    APISERVER = 120
+    CONTROLLERS = 60
+    NODE_READY = 180
+    SERVICE_ACCOUNT = 120
+    SMOKE_POD = 180
+    STOP = 20
+
+
+# Debian packages that provide what the local cluster needs on the host.
+HOST_PACKAGES = {
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "ip": "iproute2",
+    "conntrack": "conntrack",
+    "socat": "socat",
+    "openssl": "openssl",
+}
+CNI_PACKAGE = "containernetworking-plugins"
+BUSYBOX = Path("/bin/busybox")
+BUSYBOX_PACKAGE = "busybox-static"
+
+COMPONENTS = ("etcd", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+
+
+# ---------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path the local cluster uses."""
+
+    state: Path
+    run: Path = RUN_DIR
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def etc(self) -> Path:
+        return self.state / "etc"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "pids"
+
+    @property
+    def bin(self) -> Path:
+        """Runtime binaries under test; first on containerd's PATH."""
+        return self.state / "bin"
+
+    @property
+    def images(self) -> Path:
+        return self.state / "images"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.state / "etcd"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.state / "kubelet"
+
+    @property
+    def pod_logs(self) -> Path:
+        return self.state / "pod-logs"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.state / "containerd"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.run / "containerd"
+
+    @property
+    def containerd_sock(self) -> Path:
+        return self.run / "containerd" / "containerd.sock"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.run / "runc"
+
+    @property
+    def reaper_run(self) -> Path:
+        return self.run / "reaper"
+
+    @property
+    def cni_conf(self) -> Path:
+        return self.state / "cni" / "net.d"
+
+    @property
+    def cni_ipam(self) -> Path:
+        return self.state / "cni" / "ipam"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    @property
+    def info(self) -> Path:
+        return info_path(self.state)
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+    def pidfile(self, component: str) -> Path:
+        return self.pids / f"{component}.pid"
+
+    def component_kubeconfig(self, component: str) -> Path:
+        return self.etc / f"{component}.kubeconfig"
+
+
+# ---------------------------------------------------------------------------- rendering (pure)
+
+
+def containerd_config(lay: Layout, cfg: Config, runtime: str) -> str:
+    """containerd config (version 2) for our dedicated instance."""
+    handler = rt.handler_toml(cfg.runtime_class, runtime, cfg.runtime_type, str(lay.runc_root))
+    return f"""version = 2
+root = "{lay.containerd_root}"
+state = "{lay.containerd_state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{lay.containerd_sock}"
+
+[ttrpc]
+  address = "{lay.containerd_sock}.ttrpc"
+
+[debug]
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{lay.containerd_root}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{cfg.pause_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  max_container_log_line_size = 16384
+  # Clamp containers' oom_score_adj to containerd's own: a host without CAP_SYS_RESOURCE in the
+  # bounding set (seen on the project's VMs) refuses the sandbox's -998 and runc init dies.
+  restrict_oom_score_adj = true
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+  discard_unpacked_layers = false
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "{rt.RUNC_RUNTIME_TYPE}"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{lay.runc_root}"
+
+{handler}
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{lay.cni_conf}"
+  max_conf_num = 1
+"""
+
+
+def cni_conflist(lay: Layout) -> str:
+    """bridge + host-local (+ loopback): a private pod subnet on bridge ``rci0``; no masquerade rules."""
+    return json.dumps(
+        {
+            "cniVersion": "0.4.0",
+            "name": CNI_NETWORK,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": BRIDGE,
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(lay.cni_ipam),
+                    },
+                }
+            ],
+        },
+        indent=2,
+    ) + "\n"
+
+
+def kubelet_config(lay: Layout, node_ip: str) -> str:
+    """KubeletConfiguration (JSON, which kubelet reads as YAML)."""
+    return json.dumps(
+        {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": node_ip,
+            "port": KUBELET_PORT,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": KUBELET_HEALTHZ_PORT,
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(lay.pki / "ca.crt")},
+            },
+            "authorization": {"mode": "Webhook"},
+            "tlsCertFile": str(lay.pki / "kubelet-serving.crt"),
+            "tlsPrivateKeyFile": str(lay.pki / "kubelet-serving.key"),
+            "cgroupDriver": "cgroupfs",
+            "containerRuntimeEndpoint": f"unix://{lay.containerd_sock}",
+            "failSwapOn": False,
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%", "imagefs.available": "1%"},
+            "resolvConf": "/etc/resolv.conf",
+            "podCIDR": POD_CIDR,
+            "podLogsDir": str(lay.pod_logs),
+            "serializeImagePulls": False,
+            "rotateCertificates": False,
+            "serverTLSBootstrap": False,
+            "registerNode": True,
+            "maxPods": 110,
+            "containerLogMaxSize": "10Mi",
+            "syncFrequency": "10s",
+            "fileCheckFrequency": "10s",
+            "nodeStatusUpdateFrequency": "5s",
+        },
+        indent=2,
+    ) + "\n"
+
+
+def etcd_argv(k8s_bin: Path, lay: Layout) -> list[str]:
+    return [
+        str(k8s_bin / "etcd"),
+        "--name=reaper-ci",
+        f"--data-dir={lay.etcd_data}",
+        f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+        f"--initial-cluster=reaper-ci=http://127.0.0.1:{ETCD_PEER_PORT}",
+        "--listen-metrics-urls=",
+        "--log-level=warn",
+        "--quota-backend-bytes=2147483648",
+    ]
+
+
+def apiserver_argv(k8s_bin: Path, lay: Layout, node_ip: str) -> list[str]:
+    p = lay.pki
+    return [
+        str(k8s_bin / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        "--bind-address=127.0.0.1",
+        f"--advertise-address={node_ip}",
+        f"--secure-port={APISERVER_PORT}",
+        f"--tls-cert-file={p / 'apiserver.crt'}",
+        f"--tls-private-key-file={p / 'apiserver.key'}",
+        f"--client-ca-file={p / 'ca.crt'}",
+        "--anonymous-auth=false",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        "--allow-privileged=true",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={p / 'sa.pub'}",
+        f"--service-account-signing-key-file={p / 'sa.key'}",
+        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        f"--kubelet-certificate-authority={p / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--cert-dir={lay.state / 'apiserver-certs'}",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_argv(k8s_bin: Path, lay: Layout) -> list[str]:
+    p = lay.pki
+    kc = lay.component_kubeconfig("kube-controller-manager")
+    return [
+        str(k8s_bin / "kube-controller-manager"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={CONTROLLER_MANAGER_PORT}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={p / 'sa.key'}",
+        f"--root-ca-file={p / 'ca.crt'}",
+        f"--cluster-signing-cert-file={p / 'ca.crt'}",
+        f"--cluster-signing-key-file={p / 'ca.key'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--cert-dir={lay.state / 'controller-manager-certs'}",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def scheduler_argv(k8s_bin: Path, lay: Layout) -> list[str]:
+    kc = lay.component_kubeconfig("kube-scheduler")
+    return [
+        str(k8s_bin / "kube-scheduler"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={SCHEDULER_PORT}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def kubelet_argv(k8s_bin: Path, lay: Layout, node_name: str, node_ip: str) -> list[str]:
+    return [
+        str(k8s_bin / "kubelet"),
+        f"--config={lay.etc / 'kubelet.json'}",
+        f"--kubeconfig={lay.component_kubeconfig('kubelet')}",
+        f"--root-dir={lay.kubelet_root}",
+        f"--hostname-override={node_name}",
+        f"--node-ip={node_ip}",
+        "--v=1",
+    ]
+
+
+def node_name() -> str:
+    """The node's name: the host name, lower-case, as DNS-1123 wants it."""
+    return socket.gethostname().split(".")[0].lower()
+
+
+def node_ip() -> str:
+    """The IPv4 address of the default-route interface (no packet is sent), else loopback."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.254", 9))
+        ip = s.getsockname()[0]
+    except OSError:
+        ip = "127.0.0.1"
+    finally:
+        s.close()
+    return ip
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def _read_pidfile(path: Path) -> tuple[int, str] | None:
+    try:
+        pid_s, start = path.read_text().split()
+        return int(pid_s), start
+    except (OSError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in ticks); None if gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    if rest[0] in ("Z", "X"):
+        return None
+    return rest[19]
+
+
+def pid_alive(path: Path) -> int | None:
+    """The pid recorded in ``path`` if that very process (same start time) still runs."""
+    rec = _read_pidfile(path)
+    if rec is None:
+        return None
+    pid, start = rec
+    return pid if _start_time(pid) == start else None
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    rows = [r for r in text.splitlines() if r.strip()]
+    return "\n".join(rows[-lines:]) or "(empty log)"
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rfind(")") + 2:].split()[1])
+        tree.setdefault(ppid, []).append(int(d.name))
+    return tree
+
+
+def descendants(pid: int, tree: dict[int, list[int]] | None = None) -> list[int]:
+    tree = tree if tree is not None else _children()
+    out, todo = [], [pid]
+    while todo:
+        for c in tree.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _kill_wait(pids: Iterable[int], deadline: float) -> list[int]:
+    """SIGTERM, wait until ``deadline``, then SIGKILL; returns pids that had to be killed."""
+    pids = [p for p in pids if _start_time(p)]
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and any(_start_time(p) for p in pids):
+        time.sleep(0.1)
+    killed = [p for p in pids if _start_time(p)]
+    for p in killed:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + 5
+    while time.monotonic() < end and any(_start_time(p) for p in killed):
+        time.sleep(0.05)
+    return killed
+
+
+# ---------------------------------------------------------------------------- mounts, links, cgroups
+
+
+def mounts_under(prefixes: Sequence[Path]) -> list[str]:
+    """Mount points (deepest first) at or under any of ``prefixes``, from /proc/self/mountinfo."""
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        mp = line.split()[4].replace("\\040", " ")
+        for pre in prefixes:
+            p = str(pre).rstrip("/")
+            if mp == p or mp.startswith(p + "/"):
+                found.append(mp)
+                break
+    return sorted(set(found), key=lambda m: (-m.count("/"), m))
+
+
+def unmount_all(prefixes: Sequence[Path]) -> list[str]:
+    """Unmount everything under ``prefixes`` (lazily when busy); returns what is still mounted."""
+    for _ in range(5):
+        mps = mounts_under(prefixes)
+        if not mps:
+            return []
+        for mp in mps:
+            if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", mp], capture_output=True)
+    return mounts_under(prefixes)
+
+
+def our_netns() -> list[str]:
+    """CNI network namespaces (/run/netns/cni-*) holding an address of our pod subnet."""
+    prefix = POD_CIDR.rsplit(".", 1)[0] + "."
+    out = []
+    ns_dir = Path("/run/netns")
+    if not ns_dir.is_dir():
+        return out
+    for ns in sorted(ns_dir.iterdir()):
+        if not ns.name.startswith("cni-"):
+            continue
+        r = subprocess.run(["ip", "-n", ns.name, "-4", "-o", "addr"], capture_output=True, text=True)
+        if r.returncode != 0:  # stale: the file exists but no namespace is mounted on it
+            if not any(m == str(ns) for m in mounts_under([ns])):
+                out.append(ns.name)
+            continue
+        if f"inet {prefix}" in r.stdout:
+            out.append(ns.name)
+    return out
+
+
+def link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def kubepods_cgroups() -> list[Path]:
+    """kubelet's cgroupfs hierarchy (``kubepods``) in every v1 controller, deepest first."""
+    root = Path("/sys/fs/cgroup")
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for ctrl in root.iterdir():
+        top = ctrl / "kubepods"
+        if top.is_dir():
+            found.extend(p for p in top.rglob("*") if p.is_dir())
+            found.append(top)
+    return sorted(found, key=lambda p: -len(p.parts))
+
+
+def cgroup_pids(groups: Iterable[Path]) -> set[int]:
+    pids: set[int] = set()
+    for g in groups:
+        try:
+            pids.update(int(x) for x in (g / "cgroup.procs").read_text().split())
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def cni_iptables_chains() -> list[tuple[str, str]]:
+    """(table, chain) of CNI-* chains whose rules mention our network name or pod subnet."""
+    found = []
+    for table in ("nat", "filter"):
+        r = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True)
+        if r.returncode != 0:
+            continue
+        for line in r.stdout.splitlines():
+            if line.startswith("-A ") and (f'name: \\"{CNI_NETWORK}\\"' in line or f'"name: \\"{CNI_NETWORK}\\"' in line or POD_CIDR.rsplit(".", 1)[0] + "." in line):
+                for tok in line.split():
+                    if tok.startswith("CNI-") and (table, tok) not in found:
+                        found.append((table, tok))
+    return found
+
+
+def remove_iptables_chains(chains: Sequence[tuple[str, str]]) -> None:
+    for table, chain in chains:
+        r = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            if line.startswith("-A ") and f"-j {chain}" in line:
+                subprocess.run(["iptables", "-t", table, "-D", *line.split()[1:]], capture_output=True)
+        subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+        subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+
+
+# ---------------------------------------------------------------------------- the provisioner
+
+
+class LocalProvisioner(Provisioner):
+    name = "local"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.lay = Layout(Path(cfg.state_dir))
+        self.node = node_name()
+        self.node_ip = node_ip()
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    # ---------------------------------------------------------------- prerequisites
+
+    def check_prerequisites(self) -> None:
+        if platform.system() != "Linux":
+            raise ToolMissing(f"the local provisioner needs Linux (this is {platform.system()}); use --provisioner kind")
+        if os.geteuid() != 0:
+            raise ToolMissing("the local provisioner must run as root (it starts containerd and a kubelet); run with sudo or use --provisioner kind")
+        missing = self._missing_packages()
+        if missing and not shutil.which("apt-get"):
+            raise ToolMissing(f"missing host packages ({', '.join(missing)}) and no apt-get to install them")
+
+    def _missing_packages(self) -> list[str]:
+        pkgs = [pkg for tool, pkg in HOST_PACKAGES.items() if not shutil.which(tool)]
+        if not (Path(CNI_BIN_DIR) / "bridge").is_file() or not (Path(CNI_BIN_DIR) / "host-local").is_file():
+            pkgs.append(CNI_PACKAGE)
+        if not BUSYBOX.is_file() or not images.is_static(BUSYBOX):
+            pkgs.append(BUSYBOX_PACKAGE)
+        return sorted(set(pkgs))
+
+    def _ensure_packages(self) -> None:
+        missing = self._missing_packages()
+        if not missing:
+            return
+        log = self.lay.log("apt-get")
+        console.info(f"installing host packages: {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        with open(log, "a") as fh:
+            r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], stdout=fh, stderr=subprocess.STDOUT, env=env)
+            if r.returncode != 0:
+                subprocess.run(["apt-get", "update"], stdout=fh, stderr=subprocess.STDOUT, env=env)
+                r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if r.returncode != 0:
+            raise SetupError(f"apt-get install {' '.join(missing)} failed (log: {log}): {tail(log, 1)}")
+        still = self._missing_packages()
+        if still:
+            raise SetupError(f"after apt-get install, still missing: {', '.join(still)}")
+
+    def _ensure_k8s_binaries(self) -> Path:
+        from ci.cluster import k8s_build
+
+        bindir = self.cfg.k8s_bin
+        if k8s_build.is_complete(bindir):
+            return bindir
+        if self.cfg.k8s_bin_dir is not None:
+            missing = [b for b in k8s_build.ALL_BINARIES if not (bindir / b).is_file()]
+            raise SetupError(f"--k8s-bin-dir {bindir} lacks: {', '.join(missing)}")
+        log = self.cfg.artifacts / "k8s-build.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        console.info(f"building Kubernetes {self.cfg.k8s_version} + etcd {self.cfg.etcd_version} from source into {bindir} (log: {log}; minutes when cold)")
+        with open(log, "a") as fh:
+            try:
+                k8s_build.build(bindir, k8s_build.Versions(self.cfg.k8s_version, self.cfg.etcd_version), fh)
+            except k8s_build.BuildError as e:
+                raise SetupError(f"Kubernetes build failed: {e} (log: {log})") from None
+        return bindir
+
+    # ---------------------------------------------------------------- up
+
+    def up(self) -> ClusterInfo:
+        self.check_prerequisites()
+        runtime = rt.resolve(self.cfg)
+        self.lay.logs.mkdir(parents=True, exist_ok=True)
+        self._ensure_packages()
+        k8s_bin = self._ensure_k8s_binaries()
+        built = None
+        if runtime == "reaper":
+            console.info(f"building {self.cfg.shim_binary} + {self.cfg.runtime_binary} in {self.cfg.source}")
+            built = rt.build(self.cfg, self.cfg.artifacts / "runtime-build.log")
+        reused = self._reuse(runtime, built)
+        if reused is not None:
+            console.info(f"local cluster healthy: reused ({reused.runtime} behind RuntimeClass {reused.runtime_class})")
+            return reused
+        if self.lay.info.exists() or any(pid_alive(self.lay.pidfile(c)) for c in COMPONENTS) or link_exists(BRIDGE) or mounts_under([self.lay.state, self.lay.run]):
+            console.info("local cluster absent or unhealthy: removing what is left, then creating it afresh")
+            self.down()
+        return self._create(runtime, built, k8s_bin)
+
+    def _reuse(self, runtime: str, built: rt.Built | None) -> ClusterInfo | None:
+        """The recorded cluster, when every component runs, the API and node are Ready and the
+        runtime matches; binaries of a changed build are re-installed in place (the next shim
+        started uses them)."""
+        if not self.lay.info.is_file():
+            return None
+        try:
+            info = ClusterInfo.load(self.lay.info)
+        except (ValueError, TypeError, OSError):
+            return None
+        if info.runtime != runtime or info.runtime_class != self.cfg.runtime_class or info.image != self.cfg.image:
+            console.info(f"recorded cluster serves {info.runtime}/{info.runtime_class}; {runtime}/{self.cfg.runtime_class} wanted")
+            return None
+        dead = [c for c in COMPONENTS if not pid_alive(self.lay.pidfile(c))]
+        if dead:
+            console.info(f"recorded cluster has stopped components: {', '.join(dead)}")
+            return None
+        try:
+            self._wait("kube-apiserver /readyz", lambda: self._readyz(), 10)
+            self._wait(f"node {self.node} Ready", self._node_ready, 20)
+        except SetupError as e:
+            console.info(f"recorded cluster is not healthy: {e}")
+            return None
+        if built is not None:
+            self._install_runtime(built)
+        info = info.__class__(**{**json.loads(info.to_json()), "nodes": tuple(info.nodes),
+                                 "source": str(self.cfg.source) if self.cfg.source else None,
+                                 "source_commit": rt.source_commit(self.cfg.source)})
+        info.save(self.lay.info)
+        return info
+
+    def _create(self, runtime: str, built: rt.Built | None, k8s_bin: Path) -> ClusterInfo:
+        lay, cfg = self.lay, self.cfg
+        started = time.monotonic()
+        for d in (lay.etc, lay.logs, lay.pids, lay.bin, lay.images, lay.kubelet_root, lay.pod_logs, lay.containerd_root,
+                  lay.containerd_state, lay.cni_conf, lay.cni_ipam, lay.runc_root, lay.reaper_run):
+            d.mkdir(parents=True, exist_ok=True)
+        console.info(f"node {self.node} ({self.node_ip}); state in {lay.state}, {lay.run}")
+        pki = pki_mod.ensure(lay.pki, self.node, self.node_ip, lay.log("pki"))
+        server = f"https://127.0.0.1:{APISERVER_PORT}"
+        lay.kubeconfig.write_text(pki_mod.kubeconfig(server, pki.ca_crt, pki.crt("admin"), pki.key("admin"), "admin"))
+        lay.kubeconfig.chmod(0o600)
+        for comp, cert, user in (("kube-controller-manager", "kube-controller-manager", "system:kube-controller-manager"),
+                                 ("kube-scheduler", "kube-scheduler", "system:kube-scheduler"),
+                                 ("kubelet", "kubelet", f"system:node:{self.node}")):
+            lay.component_kubeconfig(comp).write_text(pki_mod.kubeconfig(server, pki.ca_crt, pki.crt(cert), pki.key(cert), user))
+        (lay.etc / "containerd.toml").write_text(containerd_config(lay, cfg, runtime))
+        (lay.cni_conf / "10-reaper-ci.conflist").write_text(cni_conflist(lay))
+        (lay.etc / "kubelet.json").write_text(kubelet_config(lay, self.node_ip))
+
+        # etcd
+        self._start("etcd", etcd_argv(k8s_bin, lay))
+        self._wait("etcd /health", self._etcd_healthy, Timeouts.ETCD, watch=("etcd",))
+
+        # containerd (+ the runtime under test on its PATH)
+        if built is not None:
+            self._install_runtime(built)
+        env = {"PATH": f"{lay.bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+        if runtime == "reaper":
+            env.update(self._reaper_env())
+        self._start("containerd", ["containerd", "--config", str(lay.etc / "containerd.toml")], env=env)
+        self._wait("containerd socket", self._containerd_ready, Timeouts.CONTAINERD, watch=("containerd",))
+        self._import_images(k8s_bin)
+
+        # control plane
+        self._start("kube-apiserver", apiserver_argv(k8s_bin, lay, self.node_ip))
+        self._wait("kube-apiserver /readyz", self._readyz, Timeouts.APISERVER, watch=("etcd", "kube-apiserver"))
+        self._apply_runtime_class()
+        self._start("kube-controller-manager", controller_manager_argv(k8s_bin, lay))
+        self._start("kube-scheduler", scheduler_argv(k8s_bin, lay))
+        self._start("kubelet", kubelet_argv(k8s_bin, lay, self.node, self.node_ip))
+        all_watch = tuple(COMPONENTS)
+        self._wait(f"node {self.node} Ready", self._node_ready, Timeouts.NODE_READY, watch=all_watch)
+        self._wait("ServiceAccount default/default", self._default_sa, Timeouts.SERVICE_ACCOUNT, watch=all_watch)
+        self._wait(f"RuntimeClass {cfg.runtime_class}", self._runtime_class_present, 10, watch=all_watch)
+
+        info = ClusterInfo(
+            provisioner="local",
+            name=cfg.cluster_name,
+            kubeconfig=str(lay.kubeconfig),
+            runtime=runtime,
+            runtime_class=cfg.runtime_class,
+            shim_process=rt.shim_process(cfg, runtime),
+            nodes=(self.node,),
+            image=cfg.image,
+            node_access="local",
+            runtime_log=str(lay.log("reaper-runtime")) if runtime == "reaper" else None,
+            runtime_state_dir=str(lay.reaper_run) if runtime == "reaper" else str(lay.runc_root / "k8s.io"),
+            component_logs=self._component_logs(runtime),
+            source=str(cfg.source) if cfg.source else None,
+            source_commit=rt.source_commit(cfg.source),
+        )
+        self._smoke(info)
+        info.save(lay.info)
+        console.info(f"local cluster up in {time.monotonic() - started:.1f}s: kubeconfig {lay.kubeconfig}")
+        return info
+
+    def _component_logs(self, runtime: str) -> dict[str, str]:
+        logs = {c: str(self.lay.log(c)) for c in COMPONENTS}
+        if runtime == "reaper":
+            logs["reaper-shim"] = str(self.lay.log("reaper-shim"))
+            logs["reaper-runtime"] = str(self.lay.log("reaper-runtime"))
+        return logs
+
+    def _reaper_env(self) -> dict[str, str]:
+        return rt.reaper_env(str(self.lay.bin), str(self.lay.reaper_run), str(self.lay.logs), str(self.lay.etc / "reaper.conf"))
+
+    def _install_runtime(self, built: rt.Built) -> None:
+        rt.install_reaper(LocalNode(), self.node, built, str(self.lay.bin), self.cfg)
+        self.lay.reaper_run.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- processes
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = self.lay.log(name)
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n")
+            fh.flush()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, **(env or {})}, cwd=str(self.lay.state))
+        start = None
+        for _ in range(50):
+            start = _start_time(proc.pid)
+            if start or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        self._procs[name] = proc
+        self.lay.pidfile(name).write_text(f"{proc.pid} {start or 0}\n")
+
+    def _dead(self, names: Sequence[str]) -> str | None:
+        for n in names:
+            proc = self._procs.get(n)
+            if proc is not None and proc.poll() is not None:
+                return n
+            if proc is None and not pid_alive(self.lay.pidfile(n)):
+                return n
+        return None
+
+    def _wait(self, what: str, probe: Callable[[], object], timeout: float, watch: Sequence[str] = ()) -> None:
+        """Poll ``probe`` (truthy = ready) until ``timeout``; a watched component dying ends it early."""
+        end = time.monotonic() + timeout
+        last: object = None
+        while True:
+            try:
+                last = probe()
+                if last is True or (last and not isinstance(last, str)):
+                    return
+            except Exception as e:  # noqa: BLE001 - any probe failure is "not ready yet"; kept as the last state
+                last = f"{type(e).__name__}: {e}"
+            died = self._dead(watch)
+            if died:
+                raise SetupError(f"{died} exited while waiting for {what}; last lines of {self.lay.log(died)}:\n{tail(self.lay.log(died))}")
+            if time.monotonic() > end:
+                comp = watch[-1] if watch else None
+                logs = f"; last lines of {self.lay.log(comp)}:\n{tail(self.lay.log(comp))}" if comp else ""
+                raise SetupError(f"{what} not ready after {timeout:.0f}s (last seen: {str(last)[:300]}){logs}")
+            time.sleep(0.5)
+
+    # ---------------------------------------------------------------- probes
+
+    def _etcd_healthy(self) -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ETCD_CLIENT_PORT}/health", timeout=3) as r:
+            return json.loads(r.read()).get("health") == "true"
+
+    def _containerd_ready(self) -> bool:
+        if not self.lay.containerd_sock.exists():
+            return False
+        r = self._ctr("version", timeout=10)
+        return r.returncode == 0
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.lay.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.lay.pki / "admin.crt"), str(self.lay.pki / "admin.key"))
+        return ctx
+
+    def _api_get(self, path: str, timeout: float = 5) -> tuple[int, str]:
+        req = urllib.request.Request(f"https://127.0.0.1:{APISERVER_PORT}{path}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl()) as r:
+                return r.status, r.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def _readyz(self) -> bool | str:
+        code, body = self._api_get("/readyz")
+        return True if code == 200 else f"HTTP {code}: {body[-200:]}"
+
+    def _node_ready(self) -> bool | str:
+        code, body = self._api_get(f"/api/v1/nodes/{self.node}")
+        if code != 200:
+            return f"node {self.node}: HTTP {code}"
+        conds = {c["type"]: c for c in json.loads(body).get("status", {}).get("conditions", [])}
+        ready = conds.get("Ready", {})
+        return True if ready.get("status") == "True" else f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message', '')[:200]})"
+
+    def _default_sa(self) -> bool | str:
+        code, _ = self._api_get("/api/v1/namespaces/default/serviceaccounts/default")
+        if code != 200:
+            return f"HTTP {code}"
+        code, _ = self._api_get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+        return True if code == 200 else f"configmap kube-root-ca.crt: HTTP {code}"
+
+    def _runtime_class_present(self) -> bool | str:
+        code, body = self._api_get(f"/apis/node.k8s.io/v1/runtimeclasses/{self.cfg.runtime_class}")
+        if code != 200:
+            return f"HTTP {code}"
+        return True if json.loads(body).get("handler") == self.cfg.runtime_class else f"handler is {json.loads(body).get('handler')}"
+
+    # ---------------------------------------------------------------- tools
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.cfg.k8s_bin / "kubectl"), f"--kubeconfig={self.lay.kubeconfig}", *args],
+                              capture_output=True, text=True, input=input, timeout=timeout)
+
+    def _ctr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["ctr", "--address", str(self.lay.containerd_sock), *args], capture_output=True, text=True, timeout=timeout)
+
+    def _import_images(self, k8s_bin: Path) -> None:
+        arch = images.go_arch()
+        pause = images.docker_archive(self.lay.images / "pause.tar", self.cfg.pause_image, images.pause_layer(k8s_bin / "pause"),
+                                      entrypoint=["/pause"], arch=arch)
+        busybox = images.docker_archive(self.lay.images / "busybox.tar", self.cfg.image,
+                                        images.busybox_layer(BUSYBOX, images.busybox_applets(BUSYBOX)), cmd=["sh"], arch=arch)
+        for ref, tar in ((self.cfg.pause_image, pause), (self.cfg.image, busybox)):
+            r = self._ctr("-n", "k8s.io", "images", "import", "--all-platforms", str(tar), timeout=300)
+            with open(self.lay.log("images"), "a") as fh:
+                fh.write(f"$ ctr images import {tar}\n{r.stdout}{r.stderr}")
+            if r.returncode != 0:
+                raise SetupError(f"importing {ref} ({tar}) into containerd failed: {(r.stderr or r.stdout).strip()[-300:]}")
+        r = self._ctr("-n", "k8s.io", "images", "ls", "-q")
+        have = set(r.stdout.split())
+        missing = [ref for ref in (self.cfg.pause_image, self.cfg.image) if ref not in have]
+        if missing:
+            raise SetupError(f"images not in containerd after import: {', '.join(missing)} (have: {', '.join(sorted(have)) or 'none'})")
+
+    def _apply_runtime_class(self) -> None:
+        manifest = json.dumps({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                               "metadata": {"name": self.cfg.runtime_class, "labels": {"app.kubernetes.io/managed-by": "reaper-ci"}},
+                               "handler": self.cfg.runtime_class})
+        r = self.kubectl("apply", "-f", "-", input=manifest)
+        if r.returncode != 0:
+            raise SetupError(f"creating RuntimeClass {self.cfg.runtime_class} failed: {r.stderr.strip()[:300]}")
+
+    def _smoke(self, info: ClusterInfo) -> None:
+        """A pod on the handler must run to Succeeded and its output must read back."""
+        name = "reaper-ci-smoke"
+        self.kubectl("delete", "pod", name, "-n", "default", "--ignore-not-found", "--wait=true", "--grace-period=0", "--force", timeout=60)
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app.kubernetes.io/managed-by": "reaper-ci"}},
+            "spec": {
+                "runtimeClassName": info.runtime_class, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "smoke", "image": info.image, "imagePullPolicy": "Never",
+                                "command": ["/bin/sh", "-c", f"echo {SMOKE_TEXT}"]}],
+            },
+        }
+        r = self.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        if r.returncode != 0:
+            raise SetupError(f"creating smoke pod failed: {r.stderr.strip()[:300]}")
+
+        def phase() -> bool | str:
+            code, body = self._api_get(f"/api/v1/namespaces/default/pods/{name}")
+            if code != 200:
+                return f"HTTP {code}"
+            st = json.loads(body).get("status", {})
+            if st.get("phase") == "Failed":
+                raise SetupError(f"smoke pod on RuntimeClass {info.runtime_class} Failed: {json.dumps(st.get('containerStatuses'))[:400]}")
+            if st.get("phase") == "Succeeded":
+                return True
+            waiting = [c.get("state") for c in st.get("containerStatuses", [])]
+            return f"phase {st.get('phase')} {json.dumps(waiting)[:200]}; conditions {json.dumps(st.get('conditions'))[:200]}"
+
+        try:
+            self._wait(f"smoke pod on RuntimeClass {info.runtime_class} Succeeded", phase, Timeouts.SMOKE_POD, watch=COMPONENTS)
+        except SetupError as e:
+            ev = self.kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}", "-o",
+                              "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
+            raise SetupError(f"{e}\nevents: {ev.stdout.strip()[-600:]}") from None
+        logs = self.kubectl("logs", "-n", "default", name)
+        if SMOKE_TEXT not in logs.stdout:
+            raise SetupError(f"smoke pod Succeeded but its log reads {logs.stdout.strip()[:200]!r} (want {SMOKE_TEXT!r}); {logs.stderr.strip()[:200]}")
+        self.kubectl("delete", "pod", name, "-n", "default", "--wait=false")
+
+    # ---------------------------------------------------------------- down
+
+    def down(self) -> None:
+        lay = self.lay
+        started = time.monotonic()
+        leftovers: list[str] = []
+        # 1. the control plane and kubelet first, so nothing restarts pods while we clean
+        for comp in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver"):
+            self._stop(comp)
+        # 2. containers and shims started by our containerd
+        sock = str(lay.containerd_sock)
+        shims = [p for p in self._all_pids() if self._is_our_shim(p, sock)]
+        tree = _children()
+        victims = set(shims)
+        for s in shims:
+            victims.update(descendants(s, tree))
+        victims |= cgroup_pids(kubepods_cgroups())
+        victims.discard(os.getpid())
+        if victims:
+            _kill_wait(sorted(victims), 2)
+        self._stop("containerd")
+        self._stop("etcd")
+        # stray processes of ours whose pid files were lost (crash mid-up)
+        strays = [p for p in self._all_pids() if self._is_ours(p)]
+        if strays:
+            _kill_wait(strays, 3)
+        # 3. network namespaces, mounts, bridge, iptables, cgroups
+        for ns in our_netns():
+            nspath = Path("/run/netns") / ns
+            unmount_all([nspath])
+            try:
+                nspath.unlink()
+            except OSError:
+                pass
+        still = unmount_all([lay.state, lay.run])
+        if still:
+            leftovers.append(f"mounts: {', '.join(still)}")
+        if link_exists(BRIDGE):
+            r = subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, text=True)
+            if r.returncode != 0:
+                leftovers.append(f"bridge {BRIDGE}: {r.stderr.strip()}")
+        remove_iptables_chains(cni_iptables_chains())
+        for g in kubepods_cgroups():
+            try:
+                g.rmdir()
+            except OSError:
+                pass
+        # 4. files
+        for d in (lay.run, lay.state):
+            if d.exists():
+                shutil.rmtree(d, ignore_errors=True)
+            if d.exists():
+                leftovers.append(f"could not remove {d}")
+        if leftovers:
+            raise SetupError("down left things behind: " + "; ".join(leftovers))
+        console.info(f"local cluster down in {time.monotonic() - started:.1f}s")
+
+    def _stop(self, comp: str) -> None:
+        pid = pid_alive(self.lay.pidfile(comp))
+        if pid:
+            _kill_wait([pid], Timeouts.STOP)
+        proc = self._procs.pop(comp, None)
+        if proc is not None:
+            proc.poll()
+
+    @staticmethod
+    def _all_pids() -> list[int]:
+        return [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and int(d.name) != os.getpid()]
+
+    @staticmethod
+    def _is_our_shim(pid: int, sock: str) -> bool:
+        argv = _cmdline(pid)
+        return bool(argv) and Path(argv[0]).name.startswith("containerd-shim") and sock in argv
+
+    def _is_ours(self, pid: int) -> bool:
+        """A component process started from our state folder (its config paths name it)."""
+        argv = _cmdline(pid)
+        if not argv or not argv[0]:
+            return False
+        name = Path(argv[0]).name
+        if name not in ("etcd", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet") and not name.startswith("containerd-shim"):
+            return False
+        joined = " ".join(argv)
+        return str(self.lay.state) + "/" in joined or str(self.lay.run) + "/" in joined
+
+    # ---------------------------------------------------------------- status, logs
+
+    def status(self) -> str:
+        lines = []
+        for c in COMPONENTS:
+            pid = pid_alive(self.lay.pidfile(c))
+            lines.append(f"  {c:24} {'running (pid ' + str(pid) + ')' if pid else 'not running'}")
+        head = f"local cluster in {self.lay.state}:"
+        if self.lay.info.is_file():
+            info = ClusterInfo.load(self.lay.info)
+            head += f" runtime {info.runtime} behind RuntimeClass {info.runtime_class} on node {', '.join(info.nodes)}; kubeconfig {info.kubeconfig}"
+            try:
+                ready = self._node_ready()
+                head += f"; node Ready: {'yes' if ready is True else ready}"
+            except Exception as e:  # noqa: BLE001 - status reports, never fails
+                head += f"; API unreachable ({type(e).__name__})"
+        else:
+            head += " no cluster recorded (cluster.json absent)"
+        return "\n".join([head, *lines])
+
+    def collect_logs(self, dest: Path) -> list[Path]:
+        dest.mkdir(parents=True, exist_ok=True)
+        out = []
+        if self.lay.logs.is_dir():
+            for f in sorted(self.lay.logs.glob("*.log")):
+                shutil.copy2(f, dest / f.name)
+                out.append(dest / f.name)
+        if self.lay.pod_logs.is_dir():
+            for f in sorted(self.lay.pod_logs.rglob("*.log")):
+                rel = f.relative_to(self.lay.pod_logs)
+                target = dest / "pods" / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+                out.append(target)
+        if self.lay.info.is_file():
+            shutil.copy2(self.lay.info, dest / "cluster.json")
+            out.append(dest / "cluster.json")
+        return out
+
+
+def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]:
+    """What of a local cluster exists right now: processes, mounts, links, netns, cgroups, folders."""
+    lay = Layout(state, run)
+    procs = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        argv = _cmdline(int(d.name))
+        joined = " ".join(argv)
+        if argv and argv[0] and (str(lay.state) + "/" in joined or str(lay.run) + "/" in joined):
+            procs.append(f"{d.name} {joined[:160]}")
+    return {
+        "processes": procs,
+        "mounts": mounts_under([lay.state, lay.run]),
+        "links": [BRIDGE] if link_exists(BRIDGE) else [],
+        "netns": our_netns(),
+        "cgroups": [str(g) for g in kubepods_cgroups()],
+        "dirs": [str(d) for d in (lay.state, lay.run) if d.exists()],
+    }
+

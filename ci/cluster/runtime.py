@@ -1,0 +1,149 @@
+"""Build and install the runtime under test behind the RuntimeClass handler.
+
+``runtime=reaper``: ``cargo build --release --bin <shim> --bin <runtime>`` in ``cfg.source``;
+both binaries are installed into a folder on containerd's PATH (containerd resolves
+``runtime_type = io.containerd.X.v2`` to a binary ``containerd-shim-X-v2`` on its PATH).
+``runtime=runc``: the handler is served by runc (the reference runtime; nothing to build).
+
+Install steps take a :class:`NodeAccess` and a node name, so the kind path can reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from ci import tools
+from ci.cluster.base import NodeAccess
+from ci.config import Config
+from ci.errors import SetupError, UsageError
+
+RUNC_RUNTIME_TYPE = "io.containerd.runc.v2"
+RUNC_SHIM = "containerd-shim-runc-v2"
+
+
+def resolve(cfg: Config) -> str:
+    """``auto`` -> reaper when a Cargo workspace is given, else runc."""
+    if cfg.runtime == "auto":
+        return "reaper" if cfg.source else "runc"
+    if cfg.runtime == "reaper" and cfg.source is None:
+        raise UsageError("--runtime reaper needs --source <cargo workspace> (or REAPER_SOURCE)")
+    return cfg.runtime
+
+
+@dataclass(frozen=True)
+class Built:
+    shim: Path
+    runtime: Path
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for p in (self.shim, self.runtime):
+            h.update(p.name.encode())
+            h.update(file_digest(p).encode())
+        return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build(cfg: Config, log: Path) -> Built:
+    """``cargo build --release`` of the shim and runtime binaries in ``cfg.source``."""
+    assert cfg.source is not None
+    cargo = tools.tool("cargo")
+    tools.run(cargo, "build", "--release", "--bin", cfg.shim_binary, "--bin", cfg.runtime_binary,
+              cwd=cfg.source, log=log, echo=False, what=f"cargo build --release (shim + runtime) in {cfg.source}")
+    target = _target_dir(cfg.source)
+    built = Built(target / "release" / cfg.shim_binary, target / "release" / cfg.runtime_binary)
+    for p in (built.shim, built.runtime):
+        if not p.is_file():
+            raise SetupError(f"cargo build succeeded but {p} is missing (log: {log})")
+    return built
+
+
+def _target_dir(source: Path) -> Path:
+    proc = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=source, capture_output=True, text=True)
+    if proc.returncode == 0:
+        import json
+
+        return Path(json.loads(proc.stdout)["target_directory"])
+    return source / "target"
+
+
+def source_commit(source: Path | None) -> str | None:
+    if source is None:
+        return None
+    proc = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def install_file(access: NodeAccess, node: str, src: Path, dest: str, mode: str = "0755") -> None:
+    """Copy a (binary) file onto ``node`` atomically (write a temporary, then rename)."""
+    tmp = f"{dest}.reaper-ci-tmp"
+    script = f'mkdir -p "$(dirname "$1")" && cat > "$2" && chmod {mode} "$2" && mv -f "$2" "$1"'
+    argv = access.argv(node, ["/bin/sh", "-c", script, "sh", dest, tmp])
+    with open(src, "rb") as fh:
+        proc = subprocess.run(argv, stdin=fh, capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        raise SetupError(f"installing {src.name} to {node}:{dest} failed: {proc.stderr.decode(errors='replace').strip()[:300]}")
+
+
+def install_reaper(access: NodeAccess, node: str, built: Built, bin_dir: str, cfg: Config) -> dict[str, str]:
+    """Install shim + runtime into ``bin_dir`` on the node; returns {binary name: node path}."""
+    shim_dest = f"{bin_dir}/{cfg.shim_binary}"
+    runtime_dest = f"{bin_dir}/{cfg.runtime_binary}"
+    install_file(access, node, built.shim, shim_dest)
+    install_file(access, node, built.runtime, runtime_dest)
+    r = access.run(node, [runtime_dest, "--help"], timeout=30)
+    if r.returncode != 0:
+        raise SetupError(f"installed {runtime_dest} does not run on {node}: {(r.stderr or r.stdout).strip()[:300]}")
+    return {cfg.shim_binary: shim_dest, cfg.runtime_binary: runtime_dest}
+
+
+def reaper_env(bin_dir: str, run_dir: str, log_dir: str, config_file: str) -> dict[str, str]:
+    """Environment given to containerd (and so to every shim it starts) for reaper.
+
+    Every path reaper reads from the environment points into our own folders, so a reaper
+    installed on the host (/usr/local/bin, /run/reaper, /etc/reaper/reaper.conf) is never
+    touched and tear-down finds everything.
+    """
+    return {
+        "REAPER_RUNTIME_PATH": f"{bin_dir}/reaper-runtime",
+        "REAPER_RUNTIME_ROOT": f"{run_dir}",
+        "REAPER_RUNTIME_LOG": f"{log_dir}/reaper-runtime.log",
+        "REAPER_SHIM_LOG": f"{log_dir}/reaper-shim.log",
+        "REAPER_OVERLAY_BASE": f"{run_dir}/overlay",
+        "REAPER_OVERLAY_NS": f"{run_dir}/shared-mnt-ns",
+        "REAPER_OVERLAY_LOCK": f"{run_dir}/overlay.lock",
+        "REAPER_FILTER_DIR": f"{run_dir}/overlay-filters",
+        "REAPER_CONFIG": config_file,
+    }
+
+
+def handler_toml(handler: str, runtime: str, runtime_type: str, runc_root: str) -> str:
+    """The containerd (config v2, CRI plugin) runtime entry for the RuntimeClass handler."""
+    base = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{_toml_key(handler)}]'
+    if runtime == "runc":
+        return (f'{base}\n  runtime_type = "{RUNC_RUNTIME_TYPE}"\n'
+                f'{base[:-1]}.options]\n  SystemdCgroup = false\n  Root = "{runc_root}"\n')
+    return f'{base}\n  runtime_type = "{runtime_type}"\n  sandbox_mode = "podsandbox"\n'
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("-", "").replace("_", "").isalnum() else '"' + key.replace('"', '\\"') + '"'
+
+
+def shim_process(cfg: Config, runtime: str) -> str:
+    return cfg.shim_binary if runtime == "reaper" else RUNC_SHIM
+
+
+def merged(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, str]:
+    return {**a, **b}
