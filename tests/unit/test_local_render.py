@@ -1,0 +1,128 @@
+"""Rendering of the local cluster's configuration: containerd, CNI, kubelet, component flags."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ci import config
+from ci.cluster import local, runtime
+from ci.errors import UsageError
+
+LAY = local.Layout(Path("/var/lib/reaper-ci"), Path("/run/reaper-ci"))
+
+
+def cfg(**kw):
+    return config.parse([], {}, prog="cluster", cwd=Path("/")).with_(**kw)
+
+
+def cri(doc):
+    return doc["plugins"]["io.containerd.grpc.v1.cri"]
+
+
+@pytest.mark.parametrize("rt_name", ["runc", "reaper"])
+def test_containerd_config_is_valid_toml_and_isolated(rt_name):
+    doc = tomllib.loads(local.containerd_config(LAY, cfg(), rt_name))
+    assert doc["version"] == 2
+    assert doc["root"] == "/var/lib/reaper-ci/containerd"
+    assert doc["state"] == "/run/reaper-ci/containerd"
+    assert doc["grpc"]["address"] == "/run/reaper-ci/containerd/containerd.sock"
+    assert cri(doc)["sandbox_image"] == config.DEFAULT_PAUSE_IMAGE
+    assert cri(doc)["restrict_oom_score_adj"] is True
+    assert cri(doc)["cni"] == {"bin_dir": "/usr/lib/cni", "conf_dir": "/var/lib/reaper-ci/cni/net.d", "max_conf_num": 1}
+    runtimes = cri(doc)["containerd"]["runtimes"]
+    assert runtimes["runc"]["runtime_type"] == "io.containerd.runc.v2"
+    assert runtimes["runc"]["options"]["Root"] == "/run/reaper-ci/runc"
+
+
+def test_handler_served_by_reaper():
+    doc = tomllib.loads(local.containerd_config(LAY, cfg(), "reaper"))
+    h = cri(doc)["containerd"]["runtimes"]["reaper-v2"]
+    assert h["runtime_type"] == "io.containerd.reaper.v2"
+    assert "options" not in h
+
+
+def test_handler_served_by_runc_keeps_our_runc_root():
+    doc = tomllib.loads(local.containerd_config(LAY, cfg(runtime_class="my-class"), "runc"))
+    h = cri(doc)["containerd"]["runtimes"]["my-class"]
+    assert h["runtime_type"] == "io.containerd.runc.v2"
+    assert h["options"]["Root"] == "/run/reaper-ci/runc"
+
+
+def test_cni_conflist():
+    doc = json.loads(local.cni_conflist(LAY))
+    bridge = doc["plugins"][0]
+    assert bridge["type"] == "bridge" and bridge["bridge"] == local.BRIDGE
+    assert bridge["ipam"]["ranges"] == [[{"subnet": local.POD_CIDR}]]
+    assert bridge["ipam"]["dataDir"].startswith("/var/lib/reaper-ci/")
+    assert bridge["ipMasq"] is False  # no iptables rules to leak
+
+
+def test_kubelet_config():
+    doc = json.loads(local.kubelet_config(LAY, "192.0.2.2"))
+    assert doc["cgroupDriver"] == "cgroupfs"
+    assert doc["imageGCHighThresholdPercent"] == 100
+    assert doc["failSwapOn"] is False
+    assert doc["authentication"]["anonymous"]["enabled"] is False
+    assert doc["authentication"]["webhook"]["enabled"] is True
+    assert doc["authorization"]["mode"] == "Webhook"
+    assert doc["containerRuntimeEndpoint"] == "unix:///run/reaper-ci/containerd/containerd.sock"
+    assert doc["podLogsDir"].startswith("/var/lib/reaper-ci/")
+    assert "clusterDNS" not in doc
+
+
+def test_apiserver_flags():
+    argv = local.apiserver_argv(Path("/bin"), LAY, "192.0.2.2")
+    flags = dict(a.split("=", 1) for a in argv[1:])
+    assert flags["--bind-address"] == "127.0.0.1"
+    assert flags["--anonymous-auth"] == "false"
+    assert flags["--authorization-mode"] == "Node,RBAC"
+    assert flags["--service-cluster-ip-range"] == "10.0.0.0/24"
+    assert flags["--kubelet-client-certificate"].endswith("apiserver-kubelet-client.crt")
+    assert flags["--etcd-servers"] == f"http://127.0.0.1:{local.ETCD_CLIENT_PORT}"
+
+
+def test_controller_manager_and_scheduler_flags():
+    cm = dict(a.split("=", 1) for a in local.controller_manager_argv(Path("/bin"), LAY)[1:])
+    assert cm["--leader-elect"] == "false" and cm["--use-service-account-credentials"] == "true"
+    assert cm["--root-ca-file"].endswith("ca.crt") and cm["--service-account-private-key-file"].endswith("sa.key")
+    sched = dict(a.split("=", 1) for a in local.scheduler_argv(Path("/bin"), LAY)[1:])
+    assert sched["--leader-elect"] == "false"
+
+
+def test_runtime_resolution():
+    assert runtime.resolve(cfg(runtime="auto", source=None)) == "runc"
+    assert runtime.resolve(cfg(runtime="auto", source=Path("/src"))) == "reaper"
+    assert runtime.resolve(cfg(runtime="runc", source=Path("/src"))) == "runc"
+    with pytest.raises(UsageError, match="--source"):
+        runtime.resolve(cfg(runtime="reaper", source=None))
+
+
+def test_reaper_env_keeps_everything_in_our_folders():
+    env = runtime.reaper_env("/state/bin", "/run/x/reaper", "/state/logs", "/state/etc/reaper.conf")
+    assert env["REAPER_RUNTIME_PATH"] == "/state/bin/reaper-runtime"
+    assert all(v.startswith(("/state/", "/run/x/")) for v in env.values()), env
+
+
+def test_shim_process_name():
+    assert runtime.shim_process(cfg(), "reaper") == "containerd-shim-reaper-v2"
+    assert runtime.shim_process(cfg(), "runc") == "containerd-shim-runc-v2"
+
+
+def test_mounts_under_sorts_deepest_first(tmp_path, monkeypatch):
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "1 0 0:1 / / rw - ext4 /dev/vda rw\n"
+        "2 1 0:2 / /var/lib/reaper-ci/kubelet rw - ext4 /dev/vda rw\n"
+        "3 2 0:3 / /var/lib/reaper-ci/kubelet/pods/x/volumes/y rw - tmpfs tmpfs rw\n"
+        "4 1 0:4 / /var/lib/reaper-ci-other rw - tmpfs tmpfs rw\n"
+    )
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real(info) if str(self) == "/proc/self/mountinfo" else real(self, *a, **k))
+    assert local.mounts_under([Path("/var/lib/reaper-ci")]) == [
+        "/var/lib/reaper-ci/kubelet/pods/x/volumes/y",
+        "/var/lib/reaper-ci/kubelet",
+    ]
