@@ -505,6 +505,40 @@ def _kill_wait(pids: Iterable[int], deadline: float) -> list[int]:
     return killed
 
 
+def _mnt_ns_inode(path: Path) -> int | None:
+    """Inode of a mount namespace file (a bind-mounted nsfs file, or /proc/<pid>/ns/mnt)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino
+
+
+def our_processes(lay: Layout) -> list[int]:
+    """Live processes that belong to the cluster in ``lay``: whose command line names our state or
+    run folder, whose executable lies in our bin folder, or which live in the runtime's shared
+    mount namespace (reaper's overlay namespace, bind-mounted under our run folder)."""
+    me = {os.getpid(), os.getppid()}
+    state, run, bindir = str(lay.state) + "/", str(lay.run) + "/", str(lay.bin) + "/"
+    shared = lay.reaper_run / "shared-mnt-ns"
+    shared_ino = _mnt_ns_inode(shared) if any(m == str(shared) for m in mounts_under([shared])) else None
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in me or not _start_time(int(d.name)):
+            continue
+        pid = int(d.name)
+        joined = " ".join(_cmdline(pid))
+        try:
+            exe = os.readlink(d / "exe")
+        except OSError:
+            exe = ""
+        if state in joined or run in joined or exe.startswith(bindir):
+            found.append(pid)
+        elif shared_ino is not None and _mnt_ns_inode(d / "ns" / "mnt") == shared_ino:
+            found.append(pid)
+    return found
+
+
 # ---------------------------------------------------------------------------- mounts, links, cgroups
 
 
@@ -1006,8 +1040,10 @@ class LocalProvisioner(Provisioner):
             _kill_wait(sorted(victims), 2)
         self._stop("containerd")
         self._stop("etcd")
-        # stray processes of ours whose pid files were lost (crash mid-up)
-        strays = [p for p in self._all_pids() if self._is_ours(p)]
+        # stray processes of ours: components whose pid files were lost (crash mid-up), and what
+        # the runtime under test left that escaped its shim (reaper's monitor daemons re-parent to
+        # PID 1 and can outlive their container)
+        strays = our_processes(lay)
         if strays:
             _kill_wait(strays, 3)
         # 3. network namespaces, mounts, bridge, iptables, cgroups
@@ -1058,17 +1094,6 @@ class LocalProvisioner(Provisioner):
         argv = _cmdline(pid)
         return bool(argv) and Path(argv[0]).name.startswith("containerd-shim") and sock in argv
 
-    def _is_ours(self, pid: int) -> bool:
-        """A component process started from our state folder (its config paths name it)."""
-        argv = _cmdline(pid)
-        if not argv or not argv[0]:
-            return False
-        name = Path(argv[0]).name
-        if name not in ("etcd", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet") and not name.startswith("containerd-shim"):
-            return False
-        joined = " ".join(argv)
-        return str(self.lay.state) + "/" in joined or str(self.lay.run) + "/" in joined
-
     # ---------------------------------------------------------------- status, logs
 
     def status(self) -> str:
@@ -1112,14 +1137,7 @@ class LocalProvisioner(Provisioner):
 def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]:
     """What of a local cluster exists right now: processes, mounts, links, netns, cgroups, folders."""
     lay = Layout(state, run)
-    procs = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        argv = _cmdline(int(d.name))
-        joined = " ".join(argv)
-        if argv and argv[0] and (str(lay.state) + "/" in joined or str(lay.run) + "/" in joined):
-            procs.append(f"{d.name} {joined[:160]}")
+    procs = [f"{pid} {' '.join(_cmdline(pid))[:160]}" for pid in our_processes(lay)]
     return {
         "processes": procs,
         "mounts": mounts_under([lay.state, lay.run]),
