@@ -13,6 +13,8 @@ state folders.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -51,6 +53,8 @@ CNI_BIN_DIR = "/usr/lib/cni"
 
 class Timeouts:
     """Named deadlines (seconds) for every wait in ``up``."""
+
+    LOCK = 1800  # another up/down of the same cluster in progress (a cold build takes minutes)
 
     ETCD = 60
     CONTAINERD = 60
@@ -713,9 +717,45 @@ class LocalProvisioner(Provisioner):
                 raise SetupError(f"Kubernetes build failed: {e} (log: {log})") from None
         return bindir
 
+    # ---------------------------------------------------------------- serialisation
+
+    @contextlib.contextmanager
+    def _locked(self, what: str):
+        """One ``up``/``down`` at a time per host: several sessions (self tests, the suite, a user)
+        share one cluster, and two concurrent ``up`` would kill each other's components."""
+        path = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+        path = path / "reaper-ci-local-cluster.lock"
+        fh = open(path, "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                console.info(f"waiting for another local cluster up/down to finish ({fh.read().strip() or 'unknown'})")
+                end = time.monotonic() + Timeouts.LOCK
+                while True:
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > end:
+                            raise SetupError(f"another local cluster up/down held {path} for {Timeouts.LOCK}s") from None
+                        time.sleep(1)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{what} by pid {os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            fh.close()
+
     # ---------------------------------------------------------------- up
 
     def up(self) -> ClusterInfo:
+        with self._locked("up"):
+            return self._up()
+
+    def _up(self) -> ClusterInfo:
         self.check_prerequisites()
         runtime = rt.resolve(self.cfg)
         self.lay.logs.mkdir(parents=True, exist_ok=True)
@@ -731,7 +771,7 @@ class LocalProvisioner(Provisioner):
             return reused
         if self.lay.info.exists() or any(pid_alive(self.lay.pidfile(c)) for c in COMPONENTS) or link_exists(BRIDGE) or mounts_under([self.lay.state, self.lay.run]):
             console.info("local cluster absent or unhealthy: removing what is left, then creating it afresh")
-            self.down()
+            self._down()
         return self._create(runtime, built, k8s_bin)
 
     def _reuse(self, runtime: str, built: rt.Built | None) -> ClusterInfo | None:
@@ -1021,6 +1061,10 @@ class LocalProvisioner(Provisioner):
     # ---------------------------------------------------------------- down
 
     def down(self) -> None:
+        with self._locked("down"):
+            self._down()
+
+    def _down(self) -> None:
         lay = self.lay
         started = time.monotonic()
         leftovers: list[str] = []
@@ -1046,6 +1090,15 @@ class LocalProvisioner(Provisioner):
         strays = our_processes(lay)
         if strays:
             _kill_wait(strays, 3)
+        # shim sockets: containerd 1.6 puts them in /run/containerd/s whatever its state dir; a
+        # killed shim leaves its socket behind. The task bundles name them.
+        for addr in lay.containerd_state.glob("io.containerd.runtime.v2.task/*/*/address"):
+            try:
+                sock_path = addr.read_text().strip().removeprefix("unix://")
+            except OSError:
+                continue
+            if sock_path.startswith("/run/containerd/s/"):
+                Path(sock_path).unlink(missing_ok=True)
         # 3. network namespaces, mounts, bridge, iptables, cgroups
         for ns in our_netns():
             nspath = Path("/run/netns") / ns
@@ -1067,6 +1120,13 @@ class LocalProvisioner(Provisioner):
                 g.rmdir()
             except OSError:
                 pass
+        # /run/containerd/s was made for our shims when no host containerd uses /run/containerd
+        if not Path("/run/containerd/containerd.sock").exists():
+            for d in (Path("/run/containerd/s"), Path("/run/containerd")):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
         # 4. files
         for d in (lay.run, lay.state):
             if d.exists():
