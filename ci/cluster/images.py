@@ -16,7 +16,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from ci.errors import SetupError
 
@@ -125,6 +125,3 @@ def is_static(binary: Path) -> bool:
     data = binary.read_bytes()[:65536]
     return data[:4] == b"\x7fELF" and b"ld-linux" not in data and b"/lib64/ld" not in data and b"/lib/ld-" not in data
 
-
-def image_refs(cfg_image: str, cfg_pause: str) -> Mapping[str, str]:
-    return {"busybox": cfg_image, "pause": cfg_pause}

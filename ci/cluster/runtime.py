@@ -14,7 +14,6 @@ import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ci import tools
 from ci.cluster.base import NodeAccess
@@ -144,6 +143,3 @@ def _toml_key(key: str) -> str:
 def shim_process(cfg: Config, runtime: str) -> str:
     return cfg.shim_binary if runtime == "reaper" else RUNC_SHIM
 
-
-def merged(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, str]:
-    return {**a, **b}
