@@ -518,29 +518,43 @@ def _mnt_ns_inode(path: Path) -> int | None:
     return st.st_ino
 
 
+COMPONENT_BINARIES = ("etcd", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+
+
 def our_processes(lay: Layout) -> list[int]:
-    """Live processes that belong to the cluster in ``lay``: whose command line names our state or
-    run folder, whose executable lies in our bin folder, or which live in the runtime's shared
-    mount namespace (reaper's overlay namespace, bind-mounted under our run folder)."""
+    """Live processes that belong to the cluster in ``lay``, with their descendants: our components
+    and shims (by binary name, with our state or run folder on their command line), anything
+    executing a binary from our bin folder (the runtime under test, e.g. reaper's monitor
+    daemons, which re-parent to PID 1), and anything in the runtime's shared mount namespace
+    (reaper's overlay namespace, bind-mounted under our run folder). A user's ``tail -f`` of one
+    of our logs is not ours."""
     me = {os.getpid(), os.getppid()}
     state, run, bindir = str(lay.state) + "/", str(lay.run) + "/", str(lay.bin) + "/"
     shared = lay.reaper_run / "shared-mnt-ns"
     shared_ino = _mnt_ns_inode(shared) if any(m == str(shared) for m in mounts_under([shared])) else None
-    found = []
+    roots = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) in me or not _start_time(int(d.name)):
             continue
         pid = int(d.name)
-        joined = " ".join(_cmdline(pid))
+        argv = _cmdline(pid)
+        name = Path(argv[0]).name if argv and argv[0] else ""
+        joined = " ".join(argv)
         try:
             exe = os.readlink(d / "exe")
         except OSError:
             exe = ""
-        if state in joined or run in joined or exe.startswith(bindir):
-            found.append(pid)
+        if exe.startswith(bindir):
+            roots.append(pid)
+        elif (name in COMPONENT_BINARIES or name.startswith("containerd-shim")) and (state in joined or run in joined):
+            roots.append(pid)
         elif shared_ino is not None and _mnt_ns_inode(d / "ns" / "mnt") == shared_ino:
-            found.append(pid)
-    return found
+            roots.append(pid)
+    tree = _children()
+    found = set(roots)
+    for r in roots:
+        found.update(descendants(r, tree))
+    return sorted(p for p in found if p not in me and _start_time(p))
 
 
 # ---------------------------------------------------------------------------- mounts, links, cgroups
