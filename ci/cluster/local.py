@@ -283,7 +283,13 @@ def kubelet_config(lay: Layout, node_ip: str) -> str:
             "failSwapOn": False,
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%", "imagefs.available": "1%"},
+            # No eviction thresholds and no local-storage isolation: the eviction manager then never
+            # polls container stats (CRI ListContainerStats). containerd 1.6 panics (nil Any in
+            # containerMetrics) on the empty Stats reply of a shim that reports no metrics, which
+            # reaper's does; one poll would kill the node's containerd. A test cluster needs no
+            # eviction; the stats path stays reachable for a scenario that wants to test it.
+            "evictionHard": {},
+            "localStorageCapacityIsolation": False,
             "resolvConf": "/etc/resolv.conf",
             "podCIDR": POD_CIDR,
             "podLogsDir": str(lay.pod_logs),

@@ -72,6 +72,8 @@ def test_kubelet_config():
     assert doc["containerRuntimeEndpoint"] == "unix:///run/reaper-ci/containerd/containerd.sock"
     assert doc["podLogsDir"].startswith("/var/lib/reaper-ci/")
     assert "clusterDNS" not in doc
+    # no eviction thresholds => the kubelet never polls CRI container stats (containerd 1.6 crash)
+    assert doc["evictionHard"] == {} and doc["localStorageCapacityIsolation"] is False
 
 
 def test_apiserver_flags():
