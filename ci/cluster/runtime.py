@@ -15,7 +15,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ci import tools
 from ci.cluster.base import NodeAccess
 from ci.config import Config
 from ci.errors import SetupError, UsageError
@@ -56,6 +55,8 @@ def file_digest(path: Path) -> str:
 
 def build(cfg: Config, log: Path) -> Built:
     """``cargo build --release`` of the shim and runtime binaries in ``cfg.source``."""
+    from ci import tools  # sh: imported when a build is asked for
+
     assert cfg.source is not None
     cargo = tools.tool("cargo")
     tools.run(cargo, "build", "--release", "--bin", cfg.shim_binary, "--bin", cfg.runtime_binary,

@@ -176,9 +176,16 @@ def test_logs_are_collected(cluster, tmp_path):
 def test_down_leaves_nothing_behind(cluster):
     # the last test of the module: the fixture's own down then finds nothing to do
     assert any(leftovers().values()), "nothing of the cluster exists before down?"
-    proc, took = ci("cluster", "down", "--provisioner", "local", "--state-dir", str(STATE), timeout=300)
-    ok(proc)
-    print(f"down: {took:.1f}s")
+    # a user reading one of our logs is not part of the cluster: down must leave it alone
+    reader = subprocess.Popen(["tail", "-f", str(STATE / "logs" / "kubelet.log")], stdout=subprocess.DEVNULL)
+    try:
+        proc, took = ci("cluster", "down", "--provisioner", "local", "--state-dir", str(STATE), timeout=300)
+        ok(proc)
+        print(f"down: {took:.1f}s")
+        assert reader.poll() is None, "down killed a `tail -f` of one of our logs"
+    finally:
+        reader.kill()
+        reader.wait()
     left = leftovers()
     assert not any(left.values()), json.dumps(left, indent=2)
     ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
