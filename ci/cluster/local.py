@@ -1211,6 +1211,26 @@ class LocalProvisioner(Provisioner):
         if self.lay.info.is_file():
             shutil.copy2(self.lay.info, dest / "cluster.json")
             out.append(dest / "cluster.json")
+        out += self._dump_state(dest)
+        return out
+
+    def _dump_state(self, dest: Path) -> list[Path]:
+        """What the API and containerd say right now (best effort: a dead cluster has no answers)."""
+        dumps = {
+            "kubectl-get-all.txt": lambda: self.kubectl("get", "nodes,runtimeclasses,pods", "-A", "-o", "wide", timeout=20),
+            "kubectl-events.txt": lambda: self.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", timeout=20),
+            "ctr-containers.txt": lambda: self._ctr("-n", "k8s.io", "containers", "ls", timeout=20),
+            "ctr-tasks.txt": lambda: self._ctr("-n", "k8s.io", "tasks", "ls", timeout=20),
+        }
+        out = []
+        for name, call in dumps.items():
+            try:
+                r = call()
+                text = r.stdout + (f"\n(exit {r.returncode}) {r.stderr}" if r.returncode else "")
+            except (OSError, subprocess.SubprocessError) as e:
+                text = f"unavailable: {e}"
+            (dest / name).write_text(text)
+            out.append(dest / name)
         return out
 
 
