@@ -658,14 +658,41 @@ def cni_iptables_chains() -> list[tuple[str, str]]:
     return found
 
 
-def remove_iptables_chains(chains: Sequence[tuple[str, str]]) -> None:
+def remove_iptables_chains(chains: Sequence[tuple[str, str]], cmd: str = "iptables") -> None:
+    """Delete the rules jumping to each (table, chain), then flush and delete the chain."""
+    import shlex
+
     for table, chain in chains:
-        r = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True)
+        r = subprocess.run([f"{cmd}-save", "-t", table], capture_output=True, text=True)
         for line in r.stdout.splitlines():
-            if line.startswith("-A ") and f"-j {chain}" in line:
-                subprocess.run(["iptables", "-t", table, "-D", *line.split()[1:]], capture_output=True)
-        subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
-        subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+            if not line.startswith("-A "):
+                continue
+            tokens = shlex.split(line)
+            targets = {tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("-j", "-g")}
+            if chain in targets and tokens[1] != chain:
+                subprocess.run([cmd, "-t", table, "-D", *tokens[1:]], capture_output=True)
+        subprocess.run([cmd, "-t", table, "-F", chain], capture_output=True)
+        subprocess.run([cmd, "-t", table, "-X", chain], capture_output=True)
+
+
+IPTABLES_CMDS = ("iptables", "ip6tables")
+
+
+def kube_chains() -> dict[str, list[tuple[str, str]]]:
+    """KUBE-* chains (the kubelet makes KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT)
+    per command (iptables, ip6tables) as (table, chain)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for cmd in IPTABLES_CMDS:
+        if not shutil.which(f"{cmd}-save"):
+            continue
+        r = subprocess.run([f"{cmd}-save"], capture_output=True, text=True)
+        table = ""
+        for line in r.stdout.splitlines():
+            if line.startswith("*"):
+                table = line[1:].strip()
+            elif line.startswith(":KUBE-"):
+                found.setdefault(cmd, []).append((table, line[1:].split()[0]))
+    return found
 
 
 # ---------------------------------------------------------------------------- the provisioner
@@ -864,6 +891,7 @@ class LocalProvisioner(Provisioner):
         self._apply_runtime_class()
         self._start("kube-controller-manager", controller_manager_argv(k8s_bin, lay))
         self._start("kube-scheduler", scheduler_argv(k8s_bin, lay))
+        (lay.state / "preexisting-kube-chains.json").write_text(json.dumps(kube_chains()))
         self._start("kubelet", kubelet_argv(k8s_bin, lay, self.node, self.node_ip))
         all_watch = tuple(COMPONENTS)
         self._wait(f"node {self.node} Ready", self._node_ready, Timeouts.NODE_READY, watch=all_watch)
@@ -1135,6 +1163,7 @@ class LocalProvisioner(Provisioner):
             if r.returncode != 0:
                 leftovers.append(f"bridge {BRIDGE}: {r.stderr.strip()}")
         remove_iptables_chains(cni_iptables_chains())
+        self._remove_kubelet_chains()
         for g in kubepods_cgroups():
             try:
                 g.rmdir()
@@ -1156,6 +1185,21 @@ class LocalProvisioner(Provisioner):
         if leftovers:
             raise SetupError("down left things behind: " + "; ".join(leftovers))
         console.info(f"local cluster down in {time.monotonic() - started:.1f}s")
+
+    def _remove_kubelet_chains(self) -> None:
+        """The kubelet's KUBE-* chains, unless they were there before our kubelet started or another
+        kubelet runs on this host."""
+        other_kubelet = any(Path(a[0]).name == "kubelet" for a in (_cmdline(p) for p in self._all_pids()) if a and a[0])
+        if other_kubelet:
+            return
+        try:
+            before = json.loads((self.lay.state / "preexisting-kube-chains.json").read_text())
+        except (OSError, ValueError):
+            before = {}
+        for cmd, chains in kube_chains().items():
+            keep = {tuple(c) for c in before.get(cmd, [])}
+            # jumps first (INPUT/OUTPUT -> KUBE-FIREWALL), then the chains themselves
+            remove_iptables_chains([c for c in chains if c not in keep], cmd)
 
     def _stop(self, comp: str) -> None:
         pid = pid_alive(self.lay.pidfile(comp))
@@ -1242,6 +1286,8 @@ def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]
         "processes": procs,
         "mounts": mounts_under([lay.state, lay.run]),
         "links": [BRIDGE] if link_exists(BRIDGE) else [],
+        "iptables": [f"{cmd} {t} {c}" for cmd, chains in kube_chains().items() for t, c in chains]
+        + [f"iptables {t} {c}" for t, c in cni_iptables_chains()],
         "netns": our_netns(),
         "cgroups": [str(g) for g in kubepods_cgroups()],
         "dirs": [str(d) for d in (lay.state, lay.run) if d.exists()],

@@ -128,3 +128,30 @@ def test_mounts_under_sorts_deepest_first(tmp_path, monkeypatch):
         "/var/lib/reaper-ci/kubelet/pods/x/volumes/y",
         "/var/lib/reaper-ci/kubelet",
     ]
+
+
+def test_remove_iptables_chains_deletes_jumps_then_the_chain(monkeypatch):
+    import subprocess
+
+    save = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n"
+        "-A INPUT -j KUBE-FIREWALL\n"
+        "-A OUTPUT -m comment --comment \"x y\" -j KUBE-FIREWALL\n"
+        "-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment \"block incoming localnet connections\" -j DROP\n"
+        "-A INPUT -j KUBE-FIREWALL-OTHER\nCOMMIT\n"
+    )
+    calls = []
+
+    def fake_run(argv, **kw):
+        calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, save if argv[0].endswith("-save") else "", "")
+
+    monkeypatch.setattr(local.subprocess, "run", fake_run)
+    local.remove_iptables_chains([("filter", "KUBE-FIREWALL")])
+    changes = [c for c in calls if not c[0].endswith("-save")]
+    assert changes == [
+        ["iptables", "-t", "filter", "-D", "INPUT", "-j", "KUBE-FIREWALL"],
+        ["iptables", "-t", "filter", "-D", "OUTPUT", "-m", "comment", "--comment", "x y", "-j", "KUBE-FIREWALL"],
+        ["iptables", "-t", "filter", "-F", "KUBE-FIREWALL"],
+        ["iptables", "-t", "filter", "-X", "KUBE-FIREWALL"],
+    ]
