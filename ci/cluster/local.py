@@ -677,6 +677,33 @@ def remove_iptables_chains(chains: Sequence[tuple[str, str]], cmd: str = "iptabl
 
 IPTABLES_CMDS = ("iptables", "ip6tables")
 
+# Kernel settings the kubelet changes at start-up (protectKernelDefaults: false); down puts back
+# what was there before our kubelet first started.
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+                   "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
+
+
+def read_sysctls(names: Sequence[str] = KUBELET_SYSCTLS) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = Path("/proc/sys", n).read_text().strip()
+        except OSError:
+            pass
+    return out
+
+
+def restore_sysctls(saved: dict[str, str]) -> list[str]:
+    """Write back ``saved``; returns the names that could not be restored."""
+    failed = []
+    for n, v in saved.items():
+        try:
+            if Path("/proc/sys", n).read_text().strip() != v:
+                Path("/proc/sys", n).write_text(v + "\n")
+        except OSError:
+            failed.append(n)
+    return failed
+
 
 def kube_chains() -> dict[str, list[tuple[str, str]]]:
     """KUBE-* chains (the kubelet makes KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT)
@@ -892,6 +919,7 @@ class LocalProvisioner(Provisioner):
         self._start("kube-controller-manager", controller_manager_argv(k8s_bin, lay))
         self._start("kube-scheduler", scheduler_argv(k8s_bin, lay))
         (lay.state / "preexisting-kube-chains.json").write_text(json.dumps(kube_chains()))
+        (lay.state / "sysctls-before-kubelet.json").write_text(json.dumps(read_sysctls()))
         self._start("kubelet", kubelet_argv(k8s_bin, lay, self.node, self.node_ip))
         all_watch = tuple(COMPONENTS)
         self._wait(f"node {self.node} Ready", self._node_ready, Timeouts.NODE_READY, watch=all_watch)
@@ -1164,6 +1192,13 @@ class LocalProvisioner(Provisioner):
                 leftovers.append(f"bridge {BRIDGE}: {r.stderr.strip()}")
         remove_iptables_chains(cni_iptables_chains())
         self._remove_kubelet_chains()
+        try:
+            saved = json.loads((lay.state / "sysctls-before-kubelet.json").read_text())
+        except (OSError, ValueError):
+            saved = {}
+        failed = restore_sysctls(saved)
+        if failed:
+            leftovers.append(f"could not restore sysctls {', '.join(failed)}")
         for g in kubepods_cgroups():
             try:
                 g.rmdir()

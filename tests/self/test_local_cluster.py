@@ -81,8 +81,13 @@ def leftovers() -> dict[str, list[str]]:
     return local.describe_leftovers(STATE)
 
 
+SYSCTLS_BEFORE: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    if not (STATE / "cluster.json").exists():  # no kubelet of ours has touched the kernel settings yet
+        SYSCTLS_BEFORE.update(local.read_sysctls())
     proc, took = ci("cluster", "up", "--provisioner", "local", "--runtime", "runc", "--state-dir", str(STATE))
     ok(proc)
     info = ClusterInfo.load(STATE / "cluster.json")
@@ -188,6 +193,8 @@ def test_down_leaves_nothing_behind(cluster):
         reader.wait()
     left = leftovers()
     assert not any(left.values()), json.dumps(left, indent=2)
+    if SYSCTLS_BEFORE:
+        assert local.read_sysctls() == SYSCTLS_BEFORE, "kernel settings the kubelet changed were not restored"
     ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
     ours = [l for l in ps.splitlines() if not l.startswith("Z") and ("/run/reaper-ci/" in l or f"{STATE}/" in l)]
     assert not ours, ours

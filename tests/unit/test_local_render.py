@@ -155,3 +155,20 @@ def test_remove_iptables_chains_deletes_jumps_then_the_chain(monkeypatch):
         ["iptables", "-t", "filter", "-F", "KUBE-FIREWALL"],
         ["iptables", "-t", "filter", "-X", "KUBE-FIREWALL"],
     ]
+
+
+def test_sysctls_are_restored(tmp_path, monkeypatch):
+    real_path = Path
+    root = tmp_path / "proc-sys"
+    (root / "kernel").mkdir(parents=True)
+    (root / "kernel" / "panic").write_text("10\n")
+
+    def fake_path(*parts):
+        if parts and parts[0] == "/proc/sys":
+            return real_path(root, *parts[1:])
+        return real_path(*parts)
+
+    monkeypatch.setattr(local, "Path", fake_path)
+    assert local.read_sysctls(["kernel/panic", "kernel/absent"]) == {"kernel/panic": "10"}
+    assert local.restore_sysctls({"kernel/panic": "0"}) == []
+    assert (root / "kernel" / "panic").read_text() == "0\n"
