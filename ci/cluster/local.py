@@ -49,6 +49,8 @@ BRIDGE = "rci0"
 CNI_NETWORK = "reaper-ci"
 SMOKE_TEXT = "reaper-ci-smoke-ok"
 CNI_BIN_DIR = "/usr/lib/cni"
+CNI_CACHE = Path("/var/lib/cni/results")  # libcni's result cache: containerd 1.6 has no setting for it
+REAPER_MERGED = Path("/run/reaper/merged")  # reaper's overlay mount point: fixed, not under REAPER_OVERLAY_BASE
 
 
 class Timeouts:
@@ -615,6 +617,35 @@ def our_netns() -> list[str]:
     return out
 
 
+def cni_cache_files(sandbox_ids: Iterable[str] = ()) -> list[Path]:
+    """libcni result files of our network (``reaper-ci-<id>-eth0``) and of our sandboxes' loopback."""
+    if not CNI_CACHE.is_dir():
+        return []
+    ids = set(sandbox_ids)
+    prefix = f"{CNI_NETWORK}-"
+    ids.update(f.name[len(prefix):].rsplit("-", 1)[0] for f in CNI_CACHE.iterdir() if f.name.startswith(prefix))
+    return sorted(f for f in CNI_CACHE.iterdir()
+                  if f.name.startswith(f"{CNI_NETWORK}-") or (f.name.startswith("cni-loopback-") and f.name[len("cni-loopback-"):].rsplit("-", 1)[0] in ids))
+
+
+def remove_empty_dirs(top: Path, stop_at: Path) -> None:
+    """rmdir ``top``'s empty sub-folders bottom-up, then ``top`` and its parents up to ``stop_at``."""
+    if not top.is_dir():
+        return
+    for d in sorted((p for p in top.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    d = top
+    while d != stop_at and d != d.parent:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
+
+
 def link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
@@ -1142,6 +1173,10 @@ class LocalProvisioner(Provisioner):
 
     def _down(self) -> None:
         lay = self.lay
+        try:
+            ran_reaper = ClusterInfo.load(lay.info).runtime == "reaper"
+        except (OSError, ValueError, TypeError):
+            ran_reaper = (lay.bin / self.cfg.shim_binary).exists()
         started = time.monotonic()
         leftovers: list[str] = []
         # 1. the control plane and kubelet first, so nothing restarts pods while we clean
@@ -1211,6 +1246,14 @@ class LocalProvisioner(Provisioner):
                     d.rmdir()
                 except OSError:
                     break
+        # libcni's result cache for our sandboxes; reaper's fixed overlay mount point
+        sandbox_dir = lay.containerd_root / "io.containerd.grpc.v1.cri" / "sandboxes"
+        sandbox_ids = [d.name for d in sandbox_dir.iterdir()] if sandbox_dir.is_dir() else []
+        for f in cni_cache_files(sandbox_ids):
+            f.unlink(missing_ok=True)
+        remove_empty_dirs(CNI_CACHE, Path("/var/lib"))
+        if ran_reaper:
+            remove_empty_dirs(REAPER_MERGED, Path("/run"))
         # 4. files
         for d in (lay.run, lay.state):
             if d.exists():
@@ -1324,6 +1367,7 @@ def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]
         "iptables": [f"{cmd} {t} {c}" for cmd, chains in kube_chains().items() for t, c in chains]
         + [f"iptables {t} {c}" for t, c in cni_iptables_chains()],
         "netns": our_netns(),
+        "cni-cache": [str(f) for f in cni_cache_files()],
         "cgroups": [str(g) for g in kubepods_cgroups()],
         "dirs": [str(d) for d in (lay.state, lay.run) if d.exists()],
     }

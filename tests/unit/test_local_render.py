@@ -172,3 +172,13 @@ def test_sysctls_are_restored(tmp_path, monkeypatch):
     assert local.read_sysctls(["kernel/panic", "kernel/absent"]) == {"kernel/panic": "10"}
     assert local.restore_sysctls({"kernel/panic": "0"}) == []
     assert (root / "kernel" / "panic").read_text() == "0\n"
+
+
+def test_cni_cache_files_are_ours_only(tmp_path, monkeypatch):
+    cache = tmp_path / "results"
+    cache.mkdir()
+    for name in ("reaper-ci-aaa-eth0", "cni-loopback-aaa-lo", "cni-loopback-bbb-lo", "cni-loopback-ccc-lo", "othernet-ddd-eth0"):
+        (cache / name).write_text("{}")
+    monkeypatch.setattr(local, "CNI_CACHE", cache)
+    got = [p.name for p in local.cni_cache_files(["bbb"])]
+    assert got == ["cni-loopback-aaa-lo", "cni-loopback-bbb-lo", "reaper-ci-aaa-eth0"]
