@@ -646,6 +646,30 @@ def remove_empty_dirs(top: Path, stop_at: Path) -> None:
         d = d.parent
 
 
+SHIM_SOCKETS = Path("/run/containerd/s")
+
+
+def stale_shim_sockets() -> list[Path]:
+    """Sockets in /run/containerd/s that no process listens on any more."""
+    if not SHIM_SOCKETS.is_dir():
+        return []
+    stale = []
+    for f in sorted(SHIM_SOCKETS.iterdir()):
+        if not f.is_socket():
+            continue
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(0.5)
+        try:
+            s.connect(str(f))
+        except (ConnectionRefusedError, FileNotFoundError):
+            stale.append(f)
+        except OSError:
+            pass  # busy or slow: someone is there
+        finally:
+            s.close()
+    return stale
+
+
 def link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
@@ -1202,14 +1226,10 @@ class LocalProvisioner(Provisioner):
         if strays:
             _kill_wait(strays, 3)
         # shim sockets: containerd 1.6 puts them in /run/containerd/s whatever its state dir; a
-        # killed shim leaves its socket behind. The task bundles name them.
-        for addr in lay.containerd_state.glob("io.containerd.runtime.v2.task/*/*/address"):
-            try:
-                sock_path = addr.read_text().strip().removeprefix("unix://")
-            except OSError:
-                continue
-            if sock_path.startswith("/run/containerd/s/"):
-                Path(sock_path).unlink(missing_ok=True)
+        # killed shim leaves its socket behind, and reaper's shim leaves it even on a clean exit.
+        # With every shim of ours gone, a socket nobody listens on is garbage.
+        for sock_file in stale_shim_sockets():
+            sock_file.unlink(missing_ok=True)
         # 3. network namespaces, mounts, bridge, iptables, cgroups
         for ns in our_netns():
             nspath = Path("/run/netns") / ns
@@ -1368,6 +1388,7 @@ def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]
         + [f"iptables {t} {c}" for t, c in cni_iptables_chains()],
         "netns": our_netns(),
         "cni-cache": [str(f) for f in cni_cache_files()],
+        "shim-sockets": [str(f) for f in stale_shim_sockets()],
         "cgroups": [str(g) for g in kubepods_cgroups()],
         "dirs": [str(d) for d in (lay.state, lay.run) if d.exists()],
     }
