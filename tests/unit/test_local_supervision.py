@@ -1,0 +1,89 @@
+"""Supervision logic of the local provisioner: waits with deadlines, dead components, pid files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ci import config
+from ci.cluster import local
+from ci.errors import SetupError
+
+
+@pytest.fixture
+def prov(tmp_path: Path) -> local.LocalProvisioner:
+    cfg = config.parse([], {}, prog="cluster", cwd=tmp_path).with_(state_dir=tmp_path / "state")
+    p = local.LocalProvisioner(cfg)
+    p.lay.logs.mkdir(parents=True)
+    p.lay.pids.mkdir(parents=True)
+    return p
+
+
+def test_start_records_pid_with_start_time_and_log(prov):
+    prov._start("worker", [sys.executable, "-c", "print('hello from worker'); import time; time.sleep(30)"])
+    try:
+        pid = local.pid_alive(prov.lay.pidfile("worker"))
+        assert pid == prov._procs["worker"].pid
+        deadline = time.monotonic() + 10
+        while "hello from worker" not in prov.lay.log("worker").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "hello from worker" in prov.lay.log("worker").read_text()
+    finally:
+        prov._procs["worker"].kill()
+        prov._procs["worker"].wait()
+    assert local.pid_alive(prov.lay.pidfile("worker")) is None
+
+
+def test_pid_reuse_is_not_mistaken_for_our_process(prov):
+    prov.lay.pidfile("ghost").write_text(f"{1} 999999999\n")  # pid 1 exists, but started at another time
+    assert local.pid_alive(prov.lay.pidfile("ghost")) is None
+
+
+def test_wait_ends_early_with_the_log_tail_of_a_dead_component(prov):
+    prov._start("crasher", [sys.executable, "-c", "import sys; print('fatal: port in use'); sys.exit(3)"])
+    prov._procs["crasher"].wait()
+    started = time.monotonic()
+    with pytest.raises(SetupError) as e:
+        prov._wait("crasher ready", lambda: "not yet", timeout=60, watch=("crasher",))
+    assert time.monotonic() - started < 5, "a dead component must end the wait at once"
+    assert "crasher exited while waiting for crasher ready" in str(e.value)
+    assert "fatal: port in use" in str(e.value)
+
+
+def test_wait_timeout_reports_the_last_state(prov):
+    states = iter(["phase Pending", "phase ContainerCreating"] + ["phase Running, not Ready"] * 100)
+    with pytest.raises(SetupError) as e:
+        prov._wait("pod Ready", lambda: next(states), timeout=1.2)
+    assert "not ready after 1s" in str(e.value) and "phase Running, not Ready" in str(e.value)
+
+
+def test_wait_treats_probe_errors_as_not_ready_and_returns_on_success(prov):
+    calls = {"n": 0}
+
+    def probe():
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise ConnectionRefusedError("nobody listens")
+        return True
+
+    prov._wait("api", probe, timeout=10)
+    assert calls["n"] == 3
+
+
+def test_descendants_follow_the_process_tree():
+    tree = {1: [10, 11], 10: [100], 100: [1000], 11: []}
+    assert sorted(local.descendants(1, tree)) == [10, 11, 100, 1000]
+    assert local.descendants(11, tree) == []
+
+
+def test_kill_wait_escalates_to_sigkill():
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ok', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ok"  # SIGTERM handler installed
+    killed = [p for p in local._kill_wait([proc.pid], 0.5)]
+    proc.wait(timeout=5)
+    assert killed == [proc.pid] and proc.returncode == -9
