@@ -675,13 +675,14 @@ def link_exists(name: str) -> bool:
 
 
 def kubepods_cgroups() -> list[Path]:
-    """kubelet's cgroupfs hierarchy (``kubepods``) in every v1 controller, deepest first."""
+    """kubelet's cgroupfs hierarchy (``kubepods``) in every v1 controller, or at the root of a
+    cgroup v2 (unified) mount, deepest first."""
     root = Path("/sys/fs/cgroup")
     found: list[Path] = []
     if not root.is_dir():
         return found
-    for ctrl in root.iterdir():
-        top = ctrl / "kubepods"
+    tops = [root / "kubepods"] + [ctrl / "kubepods" for ctrl in root.iterdir() if ctrl.is_dir() and ctrl.name != "kubepods"]
+    for top in tops:
         if top.is_dir():
             found.extend(p for p in top.rglob("*") if p.is_dir())
             found.append(top)
