@@ -52,7 +52,12 @@ def get_provisioner(cfg: Config) -> Provisioner:
                 )
             choice = "local"
     if choice == "kind":
-        from ci.cluster.kind import KindProvisioner
+        try:
+            from ci.cluster.kind import KindProvisioner
+        except ModuleNotFoundError as e:
+            if e.name != "ci.cluster.kind":
+                raise
+            raise ToolMissing("--provisioner kind: this checkout has no kind provisioner (ci/cluster/kind.py); use --provisioner local") from None
 
         return KindProvisioner(cfg)
     from ci.cluster.local import LocalProvisioner

@@ -50,6 +50,13 @@ def test_explicit_local_is_honoured(monkeypatch):
     assert cluster.get_provisioner(cfg(provisioner="local")).name == "local"
 
 
+def test_kind_without_its_module_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ci.cluster.kind", None)  # import then fails as if the file were absent
+    with pytest.raises(ToolMissing) as e:
+        cluster.get_provisioner(cfg(provisioner="kind"))
+    assert "kind" in str(e.value) and "\n" not in str(e.value)
+
+
 def run_ci(*args):
     return subprocess.run([sys.executable, "-m", "ci", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
