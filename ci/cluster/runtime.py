@@ -128,13 +128,22 @@ def reaper_env(bin_dir: str, run_dir: str, log_dir: str, config_file: str) -> di
     }
 
 
-def handler_toml(handler: str, runtime: str, runtime_type: str, runc_root: str) -> str:
-    """The containerd (config v2, CRI plugin) runtime entry for the RuntimeClass handler."""
-    base = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{_toml_key(handler)}]'
+def handler_toml(handler: str, runtime: str, runtime_type: str, runc_root: str | None, config_version: int = 2) -> str:
+    """The containerd CRI runtime entry for the RuntimeClass handler.
+
+    ``config_version`` 2 (containerd 1.x: plugin ``io.containerd.grpc.v1.cri``) or 3 (containerd
+    2.x: plugin ``io.containerd.cri.v1.runtime``). ``runc_root`` None keeps runc's default root.
+    """
+    plugin = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}.get(config_version)
+    if plugin is None:
+        raise SetupError(f"containerd config version {config_version} is not supported (2 or 3)")
+    base = f'[plugins."{plugin}".containerd.runtimes.{_toml_key(handler)}]'
     if runtime == "runc":
-        return (f'{base}\n  runtime_type = "{RUNC_RUNTIME_TYPE}"\n'
-                f'{base[:-1]}.options]\n  SystemdCgroup = false\n  Root = "{runc_root}"\n')
-    return f'{base}\n  runtime_type = "{runtime_type}"\n  sandbox_mode = "podsandbox"\n'
+        opts = "  SystemdCgroup = false\n" + (f'  Root = "{runc_root}"\n' if runc_root else "")
+        return f'{base}\n  runtime_type = "{RUNC_RUNTIME_TYPE}"\n{base[:-1]}.options]\n{opts}'
+    # podsandbox is the default sandbox mode of containerd 1.7/2.x; 1.6 has no such setting and ignores it
+    mode = '  sandbox_mode = "podsandbox"\n' if config_version == 2 else ""
+    return f'{base}\n  runtime_type = "{runtime_type}"\n{mode}'
 
 
 def _toml_key(key: str) -> str:
@@ -144,3 +153,67 @@ def _toml_key(key: str) -> str:
 def shim_process(cfg: Config, runtime: str) -> str:
     return cfg.shim_binary if runtime == "reaper" else RUNC_SHIM
 
+
+
+# ---------------------------------------------------------------------------- a node's own containerd (kind)
+
+HANDLER_BEGIN = "# >>> reaper-ci RuntimeClass handler (managed by reaper-ci; replaced on every install) >>>"
+HANDLER_END = "# <<< reaper-ci RuntimeClass handler <<<"
+
+
+def with_handler_block(config_text: str, block: str) -> str:
+    """``config_text`` with our marked handler block replaced (or appended at the end)."""
+    kept, inside = [], False
+    for line in config_text.splitlines(keepends=True):
+        if line.strip() == HANDLER_BEGIN:
+            inside = True
+        elif line.strip() == HANDLER_END:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "".join(kept).rstrip("\n") + f"\n\n{HANDLER_BEGIN}\n{block.rstrip(chr(10))}\n{HANDLER_END}\n"
+
+
+def install_handler(access: NodeAccess, node: str, cfg: Config, runtime: str,
+                    config_path: str = "/etc/containerd/config.toml", runc_root: str | None = None) -> bool:
+    """Put the RuntimeClass handler entry into the node's containerd config (version 2 or 3, read
+    from the file). Idempotent; returns True when the file changed (containerd must restart)."""
+    import tomllib
+
+    current = access.read_file(node, config_path)
+    if current is None:
+        raise SetupError(f"{node}: no containerd config at {config_path}")
+    try:
+        version = int(tomllib.loads(current).get("version", 1))
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise SetupError(f"{node}:{config_path} is not valid TOML: {e}") from None
+    block = handler_toml(cfg.runtime_class, runtime, cfg.runtime_type, runc_root, config_version=version)
+    new = with_handler_block(current, block)
+    try:
+        tomllib.loads(new)
+    except tomllib.TOMLDecodeError as e:
+        raise SetupError(f"{node}:{config_path} with handler {cfg.runtime_class} added is not valid TOML ({e}); "
+                         f"does the file define that handler itself?") from None
+    if new == current:
+        return False
+    access.write_file(node, config_path, new)
+    return True
+
+
+def restart_containerd(access: NodeAccess, node: str, restart: tuple[str, ...] = ("systemctl", "restart", "containerd"),
+                       timeout: float = 60) -> None:
+    """Restart the node's containerd and wait (with a deadline) until ``ctr version`` answers."""
+    import time
+
+    r = access.run(node, list(restart), timeout=timeout)
+    if r.returncode != 0:
+        raise SetupError(f"{node}: {' '.join(restart)} failed: {(r.stderr or r.stdout).strip()[:300]}")
+    end = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < end:
+        r = access.run(node, ["ctr", "version"], timeout=10)
+        if r.returncode == 0:
+            return
+        last = (r.stderr or r.stdout).strip()
+        time.sleep(0.5)
+    raise SetupError(f"{node}: containerd did not answer within {timeout:.0f}s of a restart (last: {last[:300]})")
