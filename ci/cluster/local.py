@@ -778,6 +778,32 @@ def kube_chains() -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+def smoke_verdict(status: dict, handler: str) -> bool | str:
+    """Has the smoke pod (restartPolicy Never, one container) run to a clean exit?
+
+    True on phase Succeeded, or when every container is terminated with exit code 0 (the kubelet
+    keeps the phase non-terminal until the pod sandbox is stopped, and stopping the sandbox is the
+    runtime under test's job: a hang there is a product bug the suite reports, not a cluster that
+    failed to come up). Raises SetupError on phase Failed or a non-zero exit; otherwise returns
+    the state seen, for the timeout message.
+    """
+    phase = status.get("phase")
+    statuses = status.get("containerStatuses") or []
+    if phase == "Failed":
+        raise SetupError(f"smoke pod on RuntimeClass {handler} Failed: {json.dumps(statuses)[:400]}")
+    if phase == "Succeeded":
+        return True
+    terminated = [(c.get("state") or {}).get("terminated") for c in statuses]
+    if terminated and all(terminated):
+        bad = [t for t in terminated if t.get("exitCode") != 0]
+        if bad:
+            raise SetupError(f"smoke pod's container on RuntimeClass {handler} exited {bad[0].get('exitCode')} "
+                             f"({bad[0].get('reason')}: {str(bad[0].get('message', ''))[:200]})")
+        return True
+    states = [c.get("state") for c in statuses]
+    return f"phase {phase} {json.dumps(states)[:200]}; conditions {json.dumps(status.get('conditions'))[:200]}"
+
+
 # ---------------------------------------------------------------------------- the provisioner
 
 
@@ -1150,7 +1176,8 @@ class LocalProvisioner(Provisioner):
             raise SetupError(f"creating RuntimeClass {self.cfg.runtime_class} failed: {r.stderr.strip()[:300]}")
 
     def _smoke(self, info: ClusterInfo) -> None:
-        """A pod on the handler must run to Succeeded and its output must read back."""
+        """A pod on the handler must run its container to a clean exit (Succeeded, or its container
+        terminated with exit code 0) and its output must read back. See :func:`smoke_verdict`."""
         name = "reaper-ci-smoke"
         self.kubectl("delete", "pod", name, "-n", "default", "--ignore-not-found", "--wait=true", "--grace-period=0", "--force", timeout=60)
         pod = {
@@ -1166,28 +1193,34 @@ class LocalProvisioner(Provisioner):
         r = self.kubectl("apply", "-f", "-", input=json.dumps(pod))
         if r.returncode != 0:
             raise SetupError(f"creating smoke pod failed: {r.stderr.strip()[:300]}")
+        created = time.monotonic()
+        seen: dict = {}
 
-        def phase() -> bool | str:
+        def probe() -> bool | str:
             code, body = self._api_get(f"/api/v1/namespaces/default/pods/{name}")
             if code != 200:
                 return f"HTTP {code}"
-            st = json.loads(body).get("status", {})
-            if st.get("phase") == "Failed":
-                raise SetupError(f"smoke pod on RuntimeClass {info.runtime_class} Failed: {json.dumps(st.get('containerStatuses'))[:400]}")
-            if st.get("phase") == "Succeeded":
-                return True
-            waiting = [c.get("state") for c in st.get("containerStatuses", [])]
-            return f"phase {st.get('phase')} {json.dumps(waiting)[:200]}; conditions {json.dumps(st.get('conditions'))[:200]}"
+            seen["status"] = json.loads(body).get("status", {})
+            return smoke_verdict(seen["status"], info.runtime_class)
 
         try:
-            self._wait(f"smoke pod on RuntimeClass {info.runtime_class} Succeeded", phase, Timeouts.SMOKE_POD, watch=COMPONENTS)
+            self._wait(f"smoke pod on RuntimeClass {info.runtime_class} to run to completion", probe, Timeouts.SMOKE_POD, watch=COMPONENTS)
         except SetupError as e:
             ev = self.kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}", "-o",
                               "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
             raise SetupError(f"{e}\nevents: {ev.stdout.strip()[-600:]}") from None
+        took = time.monotonic() - created
         logs = self.kubectl("logs", "-n", "default", name)
         if SMOKE_TEXT not in logs.stdout:
-            raise SetupError(f"smoke pod Succeeded but its log reads {logs.stdout.strip()[:200]!r} (want {SMOKE_TEXT!r}); {logs.stderr.strip()[:200]}")
+            raise SetupError(f"smoke pod's container exited 0 but its log reads {logs.stdout.strip()[:200]!r} (want {SMOKE_TEXT!r}); {logs.stderr.strip()[:200]}")
+        phase = seen.get("status", {}).get("phase")
+        if phase == "Succeeded":
+            console.info(f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): Succeeded in {took:.1f}s, output read back")
+        else:
+            # The kubelet turns the phase terminal only once the pod sandbox is stopped; a handler
+            # whose StopPodSandbox hangs is the runtime's bug, for the scenario suite to report.
+            console.info(f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): container exited 0 in {took:.1f}s, "
+                         f"output read back; pod phase still {phase} (the handler has not stopped the pod sandbox yet)")
         self.kubectl("delete", "pod", name, "-n", "default", "--wait=false")
 
     # ---------------------------------------------------------------- down

@@ -87,3 +87,45 @@ def test_kill_wait_escalates_to_sigkill():
     killed = [p for p in local._kill_wait([proc.pid], 0.5)]
     proc.wait(timeout=5)
     assert killed == [proc.pid] and proc.returncode == -9
+
+
+def _terminated(code, reason="Completed"):
+    return {"state": {"terminated": {"exitCode": code, "reason": reason}}}
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"phase": "Succeeded", "containerStatuses": [_terminated(0)]},
+        # sandbox not stopped yet (the handler's StopPodSandbox hangs): the container's clean exit counts
+        {"phase": "Pending", "containerStatuses": [_terminated(0)]},
+        {"phase": "Running", "containerStatuses": [_terminated(0)]},
+    ],
+)
+def test_smoke_verdict_done(status):
+    assert local.smoke_verdict(status, "reaper-v2") is True
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"phase": "Pending"},
+        {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]},
+        {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]},
+    ],
+)
+def test_smoke_verdict_not_yet_reports_the_state(status):
+    got = local.smoke_verdict(status, "reaper-v2")
+    assert isinstance(got, str) and f"phase {status['phase']}" in got
+
+
+@pytest.mark.parametrize(
+    "status, needle",
+    [
+        ({"phase": "Failed", "containerStatuses": [_terminated(1, "Error")]}, "Failed"),
+        ({"phase": "Pending", "containerStatuses": [_terminated(127, "Error")]}, "exited 127"),
+    ],
+)
+def test_smoke_verdict_failure_raises(status, needle):
+    with pytest.raises(SetupError, match=needle):
+        local.smoke_verdict(status, "reaper-v2")
