@@ -65,6 +65,7 @@ class Timeouts:
     NODE_READY = 180
     SERVICE_ACCOUNT = 120
     SMOKE_POD = 180
+    SMOKE_PHASE = 10  # after the smoke container's clean exit, for the pod to turn Succeeded
     STOP = 20
 
 
@@ -1214,13 +1215,21 @@ class LocalProvisioner(Provisioner):
         if SMOKE_TEXT not in logs.stdout:
             raise SetupError(f"smoke pod's container exited 0 but its log reads {logs.stdout.strip()[:200]!r} (want {SMOKE_TEXT!r}); {logs.stderr.strip()[:200]}")
         phase = seen.get("status", {}).get("phase")
+        if phase != "Succeeded":  # the exit is seen; a healthy handler's sandbox stops within moments
+            end = time.monotonic() + Timeouts.SMOKE_PHASE
+            while phase != "Succeeded" and time.monotonic() < end:
+                time.sleep(0.5)
+                code, body = self._api_get(f"/api/v1/namespaces/default/pods/{name}")
+                phase = json.loads(body).get("status", {}).get("phase") if code == 200 else f"unknown (HTTP {code})"
         if phase == "Succeeded":
-            console.info(f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): Succeeded in {took:.1f}s, output read back")
+            console.info(f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): container exited 0 in {took:.1f}s, "
+                         f"pod Succeeded in {time.monotonic() - created:.1f}s, output read back")
         else:
             # The kubelet turns the phase terminal only once the pod sandbox is stopped; a handler
             # whose StopPodSandbox hangs is the runtime's bug, for the scenario suite to report.
             console.info(f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): container exited 0 in {took:.1f}s, "
-                         f"output read back; pod phase still {phase} (the handler has not stopped the pod sandbox yet)")
+                         f"output read back; but the pod is still {phase} {Timeouts.SMOKE_PHASE}s later: the handler has not "
+                         f"stopped the pod sandbox (StopPodSandbox; see the kubelet and containerd logs)")
         self.kubectl("delete", "pod", name, "-n", "default", "--wait=false")
 
     # ---------------------------------------------------------------- down
