@@ -25,8 +25,9 @@ DEFAULT_K8S_VERSION = "v1.33.13"
 DEFAULT_ETCD_VERSION = "v3.5.21"
 DEFAULT_IMAGE = "docker.io/library/busybox:reaper-ci"
 DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:reaper-ci"
-# kindest/node image for the kind path, same minor as the local path's Kubernetes.
-DEFAULT_KIND_NODE_IMAGE = "kindest/node:v1.33.1"
+# kindest/node image for the kind path, same minor as the local path's Kubernetes: the v1.33
+# image of kind v0.29.0's release notes, pinned by digest (multi-arch amd64/arm64).
+DEFAULT_KIND_NODE_IMAGE = "kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f"
 
 
 @dataclass(frozen=True)
