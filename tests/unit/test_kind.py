@@ -1,0 +1,372 @@
+"""The kind provisioner's logic, with a fake command runner (kind cannot run here).
+
+The fake records every argv and answers from a small rule table, so these tests pin the exact
+command sequence of ``up``/``down``, the rendered kind config (its containerd handler entry parsed
+as TOML), the node architecture -> target triple mapping and the one-line prerequisite errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ci.cluster import kind as kind_mod
+from ci.cluster.base import ClusterInfo, info_path
+from ci.cluster.kind import KindProvisioner, Result, render_config, target_triple
+from ci.config import DEFAULT_KIND_NODE_IMAGE, REPO_ROOT, parse
+from ci.errors import SetupError, ToolMissing
+
+NODE = "reaper-ci-control-plane"
+READY = json.dumps({"items": [{"metadata": {"name": NODE}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]})
+NOT_READY = json.dumps({"items": [{"metadata": {"name": NODE}, "status": {"conditions": [
+    {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "cni plugin not initialized"}]}}]})
+SUCCEEDED = json.dumps({"status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}]}})
+KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
+
+
+class FakeRunner:
+    """Answers by the first rule whose argv prefix matches; records (argv, cwd, input)."""
+
+    def __init__(self, rules: list[tuple[tuple[str, ...], Result]] = ()):
+        self.rules = list(rules)
+        self.calls: list[tuple[list[str], Path | None, str | None]] = []
+
+    def __call__(self, argv, *, check=True, input=None, timeout=None, cwd=None):
+        argv = [str(a) for a in argv]
+        self.calls.append((argv, cwd, input))
+        result = Result(0, "")
+        for prefix, answer in self.rules:
+            if tuple(argv[: len(prefix)]) == prefix:
+                result = answer(argv) if callable(answer) else answer
+                break
+        if check and result.returncode != 0:
+            raise SetupError(f"`{' '.join(argv)}` failed with exit {result.returncode}")
+        return result
+
+    def argvs(self, tmp: Path) -> list[str]:
+        return [" ".join(a).replace(str(tmp), "<tmp>") for a, _, _ in self.calls]
+
+
+def _workspace(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Cargo.toml").write_text("[workspace]\n")
+    return src
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    return parse(["--state-dir", str(tmp_path / "state"), "--artifacts", str(tmp_path / "artifacts"), *extra], {}, cwd=tmp_path)
+
+
+def _fresh_cluster_rules(tmp_path: Path, marker: str | None = None, clusters: str = "No kind clusters found.\n"):
+    target = tmp_path / "target"
+    return [
+        (("kind", "get", "clusters"), Result(0, clusters)),
+        (("kind", "get", "nodes"), Result(0, NODE + "\n")),
+        (("kind", "get", "kubeconfig"), Result(0, KUBECONFIG)),
+        (("docker", "exec", "-i", NODE, "cat", kind_mod.CONFIG_MARKER), Result(0, marker) if marker else Result(1, "No such file")),
+        (("docker", "exec", "-i", NODE, "cat", kind_mod.CONTAINERD_DROPIN), Result(1, "No such file")),
+        (("docker", "exec", NODE, "uname", "-m"), Result(0, "x86_64\n")),
+        (("cargo", "metadata"), Result(0, json.dumps({"target_directory": str(target)}))),
+        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, READY)),
+        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "pod"), Result(0, SUCCEEDED)),
+        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "logs"), Result(0, kind_mod.SMOKE_TEXT + "\n")),
+    ]
+
+
+def _built(tmp_path: Path, triple: str = "x86_64-unknown-linux-musl") -> None:
+    out = tmp_path / "target" / triple / "release"
+    out.mkdir(parents=True)
+    for name in ("containerd-shim-reaper-v2", "reaper-runtime"):
+        (out / name).write_bytes(b"\x7fELF")
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def test_rendered_config_has_the_reaper_handler_entry(tmp_path):
+    cfg = _cfg(tmp_path)
+    doc = yaml.safe_load(render_config(cfg, "reaper"))
+    assert doc["kind"] == "Cluster" and doc["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    (patch,) = doc["containerdConfigPatches"]
+    runtimes = tomllib.loads(patch)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert runtimes == {"reaper-v2": {"runtime_type": "io.containerd.reaper.v2", "sandbox_mode": "podsandbox"}}
+
+
+def test_committed_kind_config_is_the_default_rendering(tmp_path):
+    committed = yaml.safe_load((REPO_ROOT / "kind" / "cluster.yaml").read_text())
+    assert committed == yaml.safe_load(render_config(_cfg(tmp_path), "reaper"))
+
+
+def test_rendered_config_follows_the_handler_and_runtime_type(tmp_path):
+    cfg = _cfg(tmp_path, "--runtime-class", "my-handler").with_(runtime_type="io.containerd.other.v2")
+    (patch,) = yaml.safe_load(render_config(cfg, "reaper"))["containerdConfigPatches"]
+    runtimes = tomllib.loads(patch)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert runtimes["my-handler"]["runtime_type"] == "io.containerd.other.v2"
+
+
+def test_runc_config_has_no_patch(tmp_path):
+    assert "containerdConfigPatches" not in yaml.safe_load(render_config(_cfg(tmp_path), "runc"))
+
+
+@pytest.mark.parametrize("machine, triple", [
+    ("x86_64", "x86_64-unknown-linux-musl"), ("x86_64\n", "x86_64-unknown-linux-musl"),
+    ("aarch64", "aarch64-unknown-linux-musl"), ("arm64", "aarch64-unknown-linux-musl"),
+])
+def test_node_arch_to_target_triple(machine, triple):
+    assert target_triple(machine) == triple
+
+
+def test_unsupported_node_arch_is_one_line():
+    with pytest.raises(SetupError) as e:
+        target_triple("s390x")
+    assert "s390x" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_default_node_image_is_a_digest_pinned_v1_33_kindest_node():
+    assert DEFAULT_KIND_NODE_IMAGE.startswith("kindest/node:v1.33.")
+    digest = DEFAULT_KIND_NODE_IMAGE.split("@sha256:")[1]
+    assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
+def test_containerd_dropin_sets_each_variable():
+    text = kind_mod.containerd_dropin({"B": "2", "A": "/run/reaper/runtime.log"})
+    assert text == '[Service]\nEnvironment="A=/run/reaper/runtime.log"\nEnvironment="B=2"\n'
+
+
+# ---------------------------------------------------------------------------- prerequisites
+
+
+def _fake_bins(folder: Path, *names: str) -> None:
+    folder.mkdir(exist_ok=True)
+    for n in names:
+        p = folder / n
+        p.write_text("#!/bin/sh\nexit 0\n")
+        p.chmod(p.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.mark.parametrize("present, missing", [(("kind", "kubectl"), "docker"), (("docker", "kubectl"), "kind")])
+def test_missing_binary_is_one_line(tmp_path, monkeypatch, present, missing):
+    _fake_bins(tmp_path / "bin", *present)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    prov = KindProvisioner(_cfg(tmp_path, "--k8s-bin-dir", str(tmp_path / "bin")), runner=FakeRunner())
+    with pytest.raises(ToolMissing) as e:
+        prov.check_prerequisites()
+    msg = str(e.value)
+    assert f"`{missing}`" in msg and "\n" not in msg
+    assert prov.run.calls == []  # nothing run before the binaries are known to exist
+
+
+def test_docker_daemon_down_is_one_line(tmp_path, monkeypatch):
+    _fake_bins(tmp_path / "bin", "docker", "kind", "kubectl")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    runner = FakeRunner([(("docker", "info"), Result(1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\n"))])
+    prov = KindProvisioner(_cfg(tmp_path, "--k8s-bin-dir", str(tmp_path / "bin")), runner=runner)
+    with pytest.raises(ToolMissing) as e:
+        prov.check_prerequisites()
+    assert "Docker daemon does not answer" in str(e.value) and "Cannot connect" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_prerequisites_pass_with_daemon_answering(tmp_path, monkeypatch):
+    _fake_bins(tmp_path / "bin", "docker", "kind", "kubectl")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    runner = FakeRunner([(("docker", "info"), Result(0, "27.3.1\n"))])
+    KindProvisioner(_cfg(tmp_path, "--k8s-bin-dir", str(tmp_path / "bin")), runner=runner).check_prerequisites()
+    assert [a for a, _, _ in runner.calls] == [["docker", "info", "--format", "{{.ServerVersion}}"]]
+
+
+# ---------------------------------------------------------------------------- up / down
+
+
+def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
+    src = _workspace(tmp_path)
+    _built(tmp_path)
+    cfg = _cfg(tmp_path, "--source", str(src), "--runtime", "reaper")
+    runner = FakeRunner(_fresh_cluster_rules(tmp_path))
+    info = KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
+
+    kc = "<tmp>/state/kind/reaper-ci/kubeconfig"
+    d = "<tmp>/state/kind/reaper-ci"
+    rel = "<tmp>/target/x86_64-unknown-linux-musl/release"
+    mv = 'chmod 0755 "$1.reaper-ci-tmp" && mv -f "$1.reaper-ci-tmp" "$1"'
+    write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
+    assert runner.argvs(tmp_path) == [
+        "kind get clusters",
+        f"kind create cluster --name reaper-ci --config {d}/kind-config.yaml --image {DEFAULT_KIND_NODE_IMAGE} --kubeconfig {kc}",
+        "kind get nodes --name reaper-ci",
+        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONFIG_MARKER}",
+        "kind get kubeconfig --name reaper-ci",
+        f"docker exec {NODE} uname -m",
+        "cargo build --release --target x86_64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime",
+        "cargo metadata --format-version 1 --no-deps",
+        f"docker cp {rel}/containerd-shim-reaper-v2 {NODE}:/usr/local/bin/containerd-shim-reaper-v2.reaper-ci-tmp",
+        f"docker exec {NODE} /bin/sh -c {mv} sh /usr/local/bin/containerd-shim-reaper-v2",
+        f"docker cp {rel}/reaper-runtime {NODE}:/usr/local/bin/reaper-runtime.reaper-ci-tmp",
+        f"docker exec {NODE} /bin/sh -c {mv} sh /usr/local/bin/reaper-runtime",
+        f"docker exec {NODE} /usr/local/bin/reaper-runtime --help",
+        f"docker exec {NODE} mkdir -p /run/reaper",
+        f"docker exec -i {NODE} cat {kind_mod.CONTAINERD_DROPIN}",
+        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONTAINERD_DROPIN}",
+        f"docker exec {NODE} systemctl daemon-reload",
+        f"docker exec -i {NODE} systemctl restart containerd",
+        f"docker exec -i {NODE} ctr version",
+        f"kubectl --kubeconfig {kc} get nodes -o json",
+        f"kubectl --kubeconfig {kc} apply -f {d}/runtimeclass.json",
+        "docker image inspect --format {{.Id}} docker.io/library/busybox:reaper-ci",
+        "kind load docker-image docker.io/library/busybox:reaper-ci --name reaper-ci",
+        f"docker exec {NODE} crictl inspecti docker.io/library/busybox:reaper-ci",
+        f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --ignore-not-found --wait=true --grace-period=0 --force",
+        f"kubectl --kubeconfig {kc} apply -f {d}/smoke-pod.json",
+        f"kubectl --kubeconfig {kc} get pod reaper-ci-smoke -n default -o json",
+        f"kubectl --kubeconfig {kc} logs -n default reaper-ci-smoke",
+        f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --wait=false",
+    ]
+    build = next(c for c in runner.calls if c[0][:2] == ["cargo", "build"])
+    assert build[1] == src  # built in the workspace under test
+    dropin = next(c for c in runner.calls if c[0][-1] == kind_mod.CONTAINERD_DROPIN and c[2])
+    assert "REAPER_RUNTIME_LOG=/run/reaper/runtime.log" in dropin[2]
+    # the ClusterInfo the suite reads
+    assert info == ClusterInfo.load(info_path(cfg.state_dir))
+    assert info.provisioner == "kind" and info.node_access == "docker" and info.nodes == (NODE,)
+    assert info.runtime == "reaper" and info.shim_process == "containerd-shim-reaper-v2"
+    assert info.runtime_log == "/run/reaper/runtime.log" and info.runtime_class == "reaper-v2"
+    assert info.kubeconfig == str(tmp_path / "state/kind/reaper-ci/kubeconfig")
+    assert Path(info.kubeconfig).read_text() == KUBECONFIG
+    assert not str(info.kubeconfig).startswith(str(Path.home() / ".kube"))
+    rc = json.loads((tmp_path / "state/kind/reaper-ci/runtimeclass.json").read_text())
+    assert rc["kind"] == "RuntimeClass" and rc["handler"] == "reaper-v2" and rc["metadata"]["name"] == "reaper-v2"
+
+
+def test_up_builds_for_an_arm_node(tmp_path):
+    src = _workspace(tmp_path)
+    _built(tmp_path, "aarch64-unknown-linux-musl")
+    rules = [(("docker", "exec", NODE, "uname", "-m"), Result(0, "aarch64\n"))] + _fresh_cluster_rules(tmp_path)
+    runner = FakeRunner(rules)
+    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, sleep=lambda s: None).up()
+    assert "cargo build --release --target aarch64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime" in runner.argvs(tmp_path)
+
+
+def test_up_reuses_a_cluster_made_from_the_same_config(tmp_path):
+    cfg = _cfg(tmp_path, "--runtime", "runc")
+    digest = kind_mod.config_digest(render_config(cfg, "runc"), cfg.kind_node_image)
+    containerd_cfg = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
+    rules = [(("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, containerd_cfg))]
+    rules += _fresh_cluster_rules(tmp_path, marker=digest + "\n", clusters="reaper-ci\n")
+    runner = FakeRunner(rules)
+    info = KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
+    seen = runner.argvs(tmp_path)
+    assert not any(c.startswith(("kind create", "kind delete", "cargo")) for c in seen)
+    # runc: the handler goes into the node's containerd config (runtime.py's helper), then a restart
+    written = next(c for c in runner.calls if c[0][-1] == "/etc/containerd/config.toml" and c[2])
+    handler = tomllib.loads(written[2])["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["reaper-v2"]
+    assert handler["runtime_type"] == "io.containerd.runc.v2"
+    assert f"docker exec -i {NODE} systemctl restart containerd" in seen
+    assert info.runtime == "runc" and info.shim_process == "containerd-shim-runc-v2" and info.runtime_log is None
+
+
+def test_up_recreates_a_cluster_made_from_another_config(tmp_path):
+    cfg = _cfg(tmp_path, "--runtime", "runc")
+    containerd_cfg = "version = 2\n"
+    rules = [(("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, containerd_cfg))]
+    rules += _fresh_cluster_rules(tmp_path, marker="0" * 64, clusters="reaper-ci\n")
+    runner = FakeRunner(rules)
+    KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
+    seen = runner.argvs(tmp_path)
+    delete = seen.index("kind delete cluster --name reaper-ci --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig")
+    create = next(i for i, c in enumerate(seen) if c.startswith("kind create cluster --name reaper-ci"))
+    assert delete < create
+
+
+def test_node_ready_wait_times_out_with_the_last_state(tmp_path):
+    clock = [0.0]
+    cfg = _cfg(tmp_path, "--runtime", "runc")
+    rules = [
+        (("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, "version = 2\n")),
+        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, NOT_READY)),
+    ] + _fresh_cluster_rules(tmp_path)
+    runner = FakeRunner(rules)
+    prov = KindProvisioner(cfg, runner=runner, sleep=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
+    with pytest.raises(SetupError) as e:
+        prov.up()
+    msg = str(e.value)
+    assert "nodes Ready" in msg and "KubeletNotReady" in msg and "cni plugin not initialized" in msg
+    polls = [c for c in runner.argvs(tmp_path) if c.endswith("get nodes -o json")]
+    assert len(polls) > 10 and clock[0] >= kind_mod.Timeouts.NODE_READY  # polled until the deadline, not once
+
+
+def test_failed_smoke_pod_is_a_setup_error(tmp_path):
+    failed = json.dumps({"status": {"phase": "Failed", "containerStatuses": []}})
+    kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
+    rules = [
+        (("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, "version = 2\n")),
+        (("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, failed)),
+    ] + _fresh_cluster_rules(tmp_path)
+    with pytest.raises(SetupError, match="smoke pod on RuntimeClass reaper-v2 Failed"):
+        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules), sleep=lambda s: None).up()
+
+
+def test_down_deletes_the_cluster_and_our_cluster_info_only(tmp_path):
+    cfg = _cfg(tmp_path)
+    ours = ClusterInfo("kind", "reaper-ci", "kc", "runc", "reaper-v2", "containerd-shim-runc-v2", (NODE,), "img", "docker")
+    ours.save(info_path(cfg.state_dir))
+    runner = FakeRunner()
+    KindProvisioner(cfg, runner=runner).down()
+    assert runner.argvs(tmp_path) == ["kind delete cluster --name reaper-ci --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig"]
+    assert not info_path(cfg.state_dir).exists()
+
+    local = ClusterInfo("local", "reaper-ci", "kc", "runc", "reaper-v2", "containerd-shim-runc-v2", ("host",), "img", "local")
+    local.save(info_path(cfg.state_dir))
+    KindProvisioner(cfg, runner=FakeRunner()).down()
+    assert info_path(cfg.state_dir).exists()  # another provisioner's cluster is not ours to forget
+
+
+def test_collect_logs_exports_kind_logs_and_the_runtime_log(tmp_path):
+    cfg = _cfg(tmp_path)
+
+    def export(argv):
+        out = Path(argv[3])
+        (out / NODE).mkdir(parents=True)
+        (out / NODE / "containerd.log").write_text("containerd says hi\n")
+        return Result(0, "Exported logs")
+
+    runner = FakeRunner([
+        (("kind", "get", "clusters"), Result(0, "reaper-ci\n")),
+        (("kind", "get", "nodes"), Result(0, NODE + "\n")),
+        (("kind", "export", "logs"), export),
+        (("docker", "exec", "-i", NODE, "cat", kind_mod.REAPER_LOG), Result(0, "runtime log line\n")),
+        (("docker", "exec", "-i", NODE, "cat", kind_mod.REAPER_SHIM_LOG), Result(1, "No such file")),
+    ])
+    files = KindProvisioner(cfg, runner=runner).collect_logs(tmp_path / "logs")
+    names = sorted(p.relative_to(tmp_path / "logs").as_posix() for p in files)
+    assert names == [f"kind/{NODE}/containerd.log", f"{NODE}-runtime.log"]
+    assert (tmp_path / "logs" / f"{NODE}-runtime.log").read_text() == "runtime log line\n"
+    assert "kind export logs <tmp>/logs/kind --name reaper-ci" in runner.argvs(tmp_path)
+
+
+def test_unwritable_state_dir_is_one_line(tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        cfg = parse(["--state-dir", str(blocker / "sub"), "--runtime", "runc"], {}, cwd=tmp_path)
+    else:  # pragma: no cover - depends on the user
+        cfg = parse(["--state-dir", "/proc/reaper-ci", "--runtime", "runc"], {}, cwd=tmp_path)
+    with pytest.raises(SetupError) as e:
+        KindProvisioner(cfg, runner=FakeRunner()).up()
+    assert "state folder" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_real_runner_reports_a_failed_command_in_one_line(tmp_path):
+    runner = kind_mod.ShRunner(tmp_path / "kind.log")
+    with pytest.raises(SetupError) as e:
+        runner(["sh", "-c", "echo first; echo boom >&2; exit 3"])
+    msg = str(e.value)
+    assert "exit 3" in msg and "boom" in msg and "\n" not in msg
+    assert "boom" in (tmp_path / "kind.log").read_text()
+    assert runner(["sh", "-c", "cat"], input="fed\n").out == "fed\n"
+    assert runner(["sh", "-c", "exit 4"], check=False).returncode == 4
