@@ -1,0 +1,316 @@
+"""The scenario suite's plugin: cluster, run token, namespace per test, ordering, diagnostics, summary.
+
+The suite reads only the ClusterInfo JSON (``$REAPER_CI_CLUSTER_INFO``, else
+``/var/lib/reaper-ci/cluster.json``). A missing or unreadable file, an API server that does not
+answer, a node that is not Ready, a missing RuntimeClass or a node that cannot be reached end the
+run at once with one line (exit code ``SETUP_EXIT``), not with a traceback per scenario.
+
+Run token: ``$REAPER_CI_RUN_TOKEN`` (set by ``ci/phases/scenarios.py``) or a fresh one; it is in
+every namespace, pod, node path and process marker. The run folder is
+``$CI_ARTIFACTS_DIR/k8s-run/<token>`` (``./artifacts`` by default); failure dumps go to
+``$CI_ARTIFACTS_DIR/k8s-diagnostics/<test>.txt``.
+
+Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S16, then S13/S14) are ordered last
+and, under pytest-xdist, wait until every scenario of a lower stage has finished (a barrier on
+done markers in the run folder), so they see a node that only this run's finished work touched.
+
+``REAPER_CI_KEEP_NAMESPACES=1`` keeps each test's namespace (for debugging).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from ci import console  # noqa: E402
+from ci.cluster.base import CLUSTER_INFO_ENV, ClusterInfo, find_cluster_info  # noqa: E402
+from ci.phases.scenarios import RUN_TOKEN_ENV, SETUP_ERROR_FILE, SETUP_EXIT  # noqa: E402
+from k8s_suite import naming, nodeproc, runstate  # noqa: E402
+from k8s_suite import timeouts as T  # noqa: E402
+
+MARKERS = (
+    "reaper_only: expects reaper's own design (shared overlay, host processes); skipped on other runtimes",
+    "node_wide(stage=1): checks the whole node (zombies, shims, state entries); ordered last, and waits for "
+    "every scenario of a lower stage to finish",
+    "slow: takes noticeably longer than the others (started first under pytest-xdist)",
+)
+KEEP_ENV = "REAPER_CI_KEEP_NAMESPACES"
+RUN_KEY = pytest.StashKey[runstate.RunDir]()
+INFO_KEY = pytest.StashKey[object]()  # ClusterInfo | str (why it could not be read)
+STAGES_KEY = pytest.StashKey[dict]()
+OUTCOMES_KEY = pytest.StashKey[dict]()
+KUBE_KEY = pytest.StashKey[object]()
+EXTRA_KEY = pytest.StashKey[list]()
+# The config, for the few hooks that are not given it (logfinish, logreport); set once in pytest_configure.
+_STATE: dict = {}
+
+
+def _artifacts() -> Path:
+    return Path(os.environ.get("CI_ARTIFACTS_DIR") or "artifacts").resolve()
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    _STATE["config"] = config
+    for text in MARKERS:
+        config.addinivalue_line("markers", text)
+    token = os.environ.get(RUN_TOKEN_ENV)
+    if not token:
+        token = naming.new_token()
+        os.environ[RUN_TOKEN_ENV] = token  # xdist workers start later and inherit it
+    naming.check_token(token)
+    config.stash[RUN_KEY] = runstate.RunDir(_artifacts() / "k8s-run" / token).ensure()
+    config.stash[OUTCOMES_KEY] = {}
+    config.stash[INFO_KEY] = _load_info()
+
+
+def _load_info() -> object:
+    path = find_cluster_info()
+    if path is None:
+        return (f"no cluster: {CLUSTER_INFO_ENV} is not set and /var/lib/reaper-ci/cluster.json does not exist "
+                "(bring one up with `nox -s cluster -- up`)")
+    try:
+        return ClusterInfo.load(path)
+    except FileNotFoundError:
+        return f"cluster info {path} does not exist ({CLUSTER_INFO_ENV})"
+    except (OSError, ValueError, TypeError) as e:
+        return f"cluster info {path} is unreadable: {type(e).__name__}: {e}"
+
+
+def _setup_exit(config: pytest.Config, message: str) -> None:
+    line = f"setup error: {message}"
+    try:
+        config.stash[RUN_KEY].write(SETUP_ERROR_FILE, line + "\n")
+    except OSError:
+        pass
+    pytest.exit(line, returncode=SETUP_EXIT)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if config.option.collectonly or getattr(config.option, "help", False):
+        return
+    info = config.stash[INFO_KEY]
+    if not isinstance(info, ClusterInfo):
+        _setup_exit(config, str(info))
+    if _is_worker(config):
+        return  # the controller has probed the cluster
+    problem = _probe(info, config.stash[RUN_KEY])
+    if problem:
+        _setup_exit(config, problem)
+    console.info(f"scenarios: runtime {info.runtime} (RuntimeClass {info.runtime_class}, shim {info.shim_process}) "
+                 f"on {', '.join(info.nodes)}; run token {os.environ[RUN_TOKEN_ENV]}; run folder "
+                 f"{config.stash[RUN_KEY].path}")
+
+
+def _probe(info: ClusterInfo, run: runstate.RunDir) -> str | None:
+    """One line saying why the cluster cannot run scenarios, or None."""
+    try:
+        from kubernetes import client
+
+        from k8s_suite.kube import connect
+    except ImportError as e:
+        return f"the kubernetes Python client is not installed ({e}); pip install -r requirements.txt"
+    if not Path(info.kubeconfig).is_file():
+        return f"kubeconfig {info.kubeconfig} (from the cluster info) does not exist"
+    try:
+        api = connect(info)
+    except Exception as e:  # noqa: BLE001 - any config problem is one line
+        return f"kubeconfig {info.kubeconfig} is unusable: {type(e).__name__}: {e}"
+    host = api.configuration.host
+    try:
+        client.VersionApi(api).get_code(_request_timeout=T.API_PROBE)
+        nodes = client.CoreV1Api(api).list_node(_request_timeout=T.API_PROBE)
+        rcs = client.NodeV1Api(api).list_runtime_class(_request_timeout=T.API_PROBE)
+    except Exception as e:  # noqa: BLE001
+        reason = getattr(e, "reason", None) or str(e).splitlines()[0][:200]
+        return f"the API server at {host} does not answer: {type(e).__name__}: {reason}"
+    ready = {n.metadata.name: any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+             for n in nodes.items}
+    for name in info.nodes:
+        if name not in ready:
+            return f"node {name} (from the cluster info) is not registered; nodes: {sorted(ready)}"
+        if not ready[name]:
+            return f"node {name} is not Ready"
+    handlers = {rc.metadata.name: rc.handler for rc in rcs.items}
+    if info.runtime_class not in handlers:
+        return f"RuntimeClass {info.runtime_class} does not exist (have: {sorted(handlers) or 'none'})"
+    access = info.node_access_impl()
+    for name in info.nodes:
+        try:
+            r = access.run(name, nodeproc.PS_ARGV, timeout=T.NODE_COMMAND)
+            procs = nodeproc.parse_ps(r.stdout)
+        except Exception as e:  # noqa: BLE001
+            return f"node {name} cannot be inspected through {info.node_access} access ({type(e).__name__}: {e})"
+        run.write(f"ps-before-{name}.txt", r.stdout)
+        if len(procs) < 3:
+            return f"node {name}: ps listed {len(procs)} process(es); node checks would be meaningless"
+    api.close()
+    return None
+
+
+# --- collection: skips, order, timeouts -------------------------------------------------------------
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    info = config.stash[INFO_KEY]
+    has_timeout = config.pluginmanager.hasplugin("timeout")
+    for item in items:
+        if item.get_closest_marker("reaper_only") and isinstance(info, ClusterInfo) and info.runtime != "reaper":
+            item.add_marker(pytest.mark.skip(
+                reason=f"reaper-only expectation; the runtime under test is {info.runtime}"))
+        if has_timeout and item.get_closest_marker("timeout") is None:
+            nw = item.get_closest_marker("node_wide") is not None
+            item.add_marker(pytest.mark.timeout(T.TEST_NODE_WIDE if nw else T.TEST_DEFAULT))
+    index = {id(it): i for i, it in enumerate(items)}
+    items.sort(key=lambda it: runstate.order_key(runstate.stage_of(it.get_closest_marker("node_wide")),
+                                                  it.get_closest_marker("slow") is not None, index[id(it)]))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[STAGES_KEY] = {
+        it.nodeid: runstate.stage_of(it.get_closest_marker("node_wide")) for it in session.items}
+
+
+def pytest_runtest_logfinish(nodeid: str, location) -> None:  # noqa: ARG001
+    """A done marker per finished test (setup, call and teardown), for the node-wide barrier."""
+    cfg = _STATE.get("config")
+    if cfg is not None:
+        cfg.stash[RUN_KEY].mark_done(nodeid)
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ctx(pytestconfig):
+    """The run's shared context: ClusterInfo, API client, node access, token, run folder."""
+    from k8s_suite.kube import RunContext, connect
+
+    info = pytestconfig.stash[INFO_KEY]
+    if not isinstance(info, ClusterInfo):
+        pytest.exit(f"setup error: {info}", returncode=SETUP_EXIT)
+    api = connect(info)
+    context = RunContext(info=info, api=api, node=info.node_access_impl(), token=os.environ[RUN_TOKEN_ENV],
+                         run=pytestconfig.stash[RUN_KEY], artifacts=_artifacts())
+    yield context
+    api.close()
+
+
+@pytest.fixture
+def kube(ctx, request):
+    """A fresh namespace for this test (labelled with the run token, default ServiceAccount ready).
+
+    Teardown records the pods' ids, releases held pods, deletes the namespace and the test's node
+    paths; problems there fail the teardown (reported, not swallowed). The failure dump is taken
+    before, in ``pytest_runtest_makereport``, while everything still exists.
+    """
+    from k8s_suite.kube import Kube
+
+    sid = naming.scenario_id(request.node.name)
+    assert sid, f"{request.node.name}: scenario tests are named test_sNN_..."
+    k = Kube(ctx, sid, request.node.name)
+    request.node.stash[KUBE_KEY] = k
+    k.create_namespace()
+    yield k
+    problems = k.cleanup(keep=os.environ.get(KEEP_ENV) in ("1", "true", "yes"))
+    if problems:
+        pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def evidence(request):
+    """Text a scenario adds to its failure dump (node observations, before/after tables)."""
+    notes: list[str] = []
+    request.node.stash[EXTRA_KEY] = notes
+    return notes
+
+
+@pytest.fixture
+def node_wide(ctx, request, pytestconfig):
+    """For node-wide scenarios: wait until every scenario of a lower stage has finished."""
+    marker = request.node.get_closest_marker("node_wide")
+    assert marker is not None, "the node_wide fixture is for @pytest.mark.node_wide scenarios"
+    stage = runstate.stage_of(marker)
+    needed = runstate.must_finish_before(pytestconfig.stash.get(STAGES_KEY, {}), stage)
+    waited = runstate.wait_done(ctx.run, needed, T.BARRIER)
+    if needed:
+        print(f"node-wide stage {stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
+    return stage
+
+
+# --- reports: diagnostics, summary ---------------------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not (rep.failed and rep.when in ("setup", "call")):
+        return
+    k = item.stash.get(KUBE_KEY, None)
+    notes = item.stash.get(EXTRA_KEY, [])
+    ctx = getattr(k, "ctx", None) or item.funcargs.get("ctx")
+    if ctx is None:
+        return
+    from k8s_suite import diagnostics
+
+    failure = rep.longreprtext
+    started = time.monotonic()
+    text = diagnostics.collect(ctx, [k.ns] if k is not None else [], extra="\n".join(notes))
+    text += f"\n(dump took {time.monotonic() - started:.1f}s)\n"
+    path = _artifacts() / "k8s-diagnostics" / f"{naming.dns_label(item.name)}.txt"
+    try:
+        console.write_text(path, f"{item.nodeid} ({rep.when})\n\n{failure}\n\n{text}")
+    except OSError:
+        path = None
+    section = diagnostics.for_report(text, path)
+    if hasattr(rep.longrepr, "addsection"):
+        rep.longrepr.addsection("k8s diagnostics", section)
+    else:
+        rep.sections.append(("k8s diagnostics", section))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    cfg = _STATE.get("config")
+    if cfg is None or _is_worker(cfg):
+        return
+    outcomes = cfg.stash[OUTCOMES_KEY]
+    o = outcomes.setdefault(report.nodeid, runstate.Outcome(report.nodeid))
+    detail = runstate.skip_detail(report.longrepr) if report.skipped else ""
+    o.add(report.when, report.outcome, report.duration, detail)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # noqa: ARG001
+    if _is_worker(config):
+        return
+    outcomes = config.stash.get(OUTCOMES_KEY, {})
+    if not outcomes:
+        return
+    info = config.stash[INFO_KEY]
+    runtime = f"runtime {info.runtime} ({info.runtime_class})" if isinstance(info, ClusterInfo) else "no cluster"
+    rows = runstate.rows(outcomes.values())
+    title = f"Phase 4: Kubernetes scenarios, {runtime}, run {os.environ.get(RUN_TOKEN_ENV)}"
+    text = console.table(title, rows)
+    skipped = runstate.skipped_lines(rows)
+    terminalreporter.write_line("")
+    for line in text.splitlines() + (["Skipped:"] + skipped if skipped else []):
+        terminalreporter.write_line(line)
+    try:
+        console.write_text(_artifacts() / "k8s-summary.txt", text + "\n" + "\n".join(skipped) + "\n")
+    except OSError:
+        pass
+    console.step_summary(title, rows, note="\n".join(f"- {s.strip()}" for s in skipped))

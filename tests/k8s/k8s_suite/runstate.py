@@ -1,0 +1,181 @@
+"""The run folder shared by pytest-xdist workers, the node-wide barrier and the summary table.
+
+``<artifacts>/k8s-run/<token>/`` holds, for one run:
+
+* ``ids.jsonl`` - container, sandbox and shim ids of this run's pods, recorded while the pods
+  existed (S14 and S16 match leftover shims by id, not by count);
+* ``done/`` - one marker per finished test (the node-wide barrier waits on them);
+* ``zombies-before.txt`` - the node's process table when the run started (zombies that were
+  already there are reported, not blamed on this run);
+* ``setup-error.txt`` - the one line of an infrastructure failure, for ``ci/phases/scenarios.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ci.console import Row
+
+from k8s_suite.naming import scenario_id
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def ensure(self) -> "RunDir":
+        (self.path / "done").mkdir(parents=True, exist_ok=True)
+        return self
+
+    # ids ---------------------------------------------------------------------------------------
+    def record(self, entry: Mapping[str, Any]) -> None:
+        """Append one JSON line (a single O_APPEND write: safe across processes)."""
+        line = (json.dumps(dict(entry), sort_keys=True) + "\n").encode()
+        fd = os.open(self.path / "ids.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def recorded(self) -> list[dict]:
+        p = self.path / "ids.jsonl"
+        if not p.exists():
+            return []
+        return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+
+    def recorded_ids(self) -> set[str]:
+        return ids_of(self.recorded())
+
+    # done markers ------------------------------------------------------------------------------
+    def mark_done(self, nodeid: str) -> None:
+        (self.path / "done" / _digest(nodeid)).write_text(nodeid)
+
+    def done(self) -> set[str]:
+        d = self.path / "done"
+        return {p.read_text() for p in d.iterdir()} if d.is_dir() else set()
+
+    # small files -------------------------------------------------------------------------------
+    def write(self, name: str, text: str) -> Path:
+        p = self.path / name
+        p.write_text(text)
+        return p
+
+    def read(self, name: str) -> str | None:
+        p = self.path / name
+        return p.read_text() if p.exists() else None
+
+
+def ids_of(entries: Iterable[Mapping[str, Any]]) -> set[str]:
+    out: set[str] = set()
+    for e in entries:
+        out.update(i for i in e.get("container_ids", []) if i)
+        out.update(s.get("id") for s in e.get("shims", []) if s.get("id"))
+        out.update(s.get("sandbox_id") for s in e.get("shims", []) if s.get("sandbox_id"))
+    return out
+
+
+def _digest(nodeid: str) -> str:
+    return hashlib.sha1(nodeid.encode()).hexdigest()[:20]
+
+
+# --- node-wide ordering --------------------------------------------------------------------------
+
+def stage_of(node_wide: Any | None) -> int:
+    """0 for ordinary scenarios; a node-wide scenario's ``stage`` (default 1) otherwise."""
+    if node_wide is None:
+        return 0
+    return int(getattr(node_wide, "kwargs", {}).get("stage", 1))
+
+
+def order_key(stage: int, slow: bool, index: int) -> tuple[int, int, int]:
+    """Collection order: by stage; within stage 0 slow scenarios first (they bound the wall time
+    under pytest-xdist); otherwise as written."""
+    return (stage, 0 if (slow and stage == 0) else 1, index)
+
+
+def must_finish_before(stages: Mapping[str, int], stage: int) -> set[str]:
+    """Test ids that have to be done before a node-wide test of ``stage`` starts."""
+    return {nid for nid, s in stages.items() if s < stage}
+
+
+class BarrierTimeout(AssertionError):
+    pass
+
+
+def wait_done(run: RunDir, needed: set[str], timeout: float, poll: float = 0.5,
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> float:
+    """Block until every test in ``needed`` has a done marker; return the seconds waited."""
+    start = clock()
+    while True:
+        missing = needed - run.done()
+        if not missing:
+            return clock() - start
+        if clock() - start > timeout:
+            shown = ", ".join(sorted(missing)[:10])
+            raise BarrierTimeout(f"node-wide check: {len(missing)} other scenario(s) still not finished after "
+                                 f"{timeout:.0f}s: {shown}")
+        sleep(poll)
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    nodeid: str
+    phases: dict[str, str] = field(default_factory=dict)  # when -> passed/failed/skipped
+    seconds: float = 0.0
+    detail: str = ""
+
+    def add(self, when: str, outcome: str, duration: float, detail: str = "") -> None:
+        self.phases[when] = outcome
+        self.seconds += duration
+        if detail and not self.detail:
+            self.detail = detail
+
+    @property
+    def result(self) -> str:
+        if self.phases.get("setup") == "failed" or self.phases.get("teardown") == "failed":
+            # a failing call with a failing teardown is still a failure first
+            return "failed" if self.phases.get("call") == "failed" else "error"
+        if "skipped" in (self.phases.get("setup"), self.phases.get("call")):
+            return "skipped"
+        if self.phases.get("call") == "failed":
+            return "failed"
+        if self.phases.get("call") == "passed":
+            return "passed"
+        return "error"  # started but never reached a verdict (crashed worker, interrupted)
+
+
+def row_name(nodeid: str) -> str:
+    """``tests/k8s/test_lifecycle.py::test_s01_echo_stdout`` -> ``S01 echo_stdout``."""
+    name = nodeid.rsplit("::", 1)[-1]
+    sid = scenario_id(name)
+    if not sid:
+        return name
+    return f"{sid.upper()} {name[len('test_') + len(sid) + 1:]}"
+
+
+def rows(outcomes: Iterable[Outcome]) -> list[Row]:
+    out = [Row(row_name(o.nodeid), o.result, o.seconds, o.detail) for o in outcomes]
+    return sorted(out, key=lambda r: (r.name.split(" ", 1)[0], r.name))
+
+
+_SKIP_REASON = re.compile(r"^Skipped: ")
+
+
+def skip_detail(longrepr: Any) -> str:
+    """The reason of a skip report (``(file, line, 'Skipped: why')``)."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return _SKIP_REASON.sub("", str(longrepr[2]))
+    return ""
+
+
+def skipped_lines(rows_: Sequence[Row]) -> list[str]:
+    return [f"  {r.name}: {r.detail}" for r in rows_ if r.result == "skipped" and r.detail]

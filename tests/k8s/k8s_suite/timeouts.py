@@ -1,0 +1,27 @@
+"""Every deadline of the suite, in seconds, named in one place (like the e2e framework's timeouts.go).
+
+Deadlines are generous because a CI node may be slow; every wait stops as soon as its condition
+holds (or can no longer hold), so a generous deadline costs nothing on a healthy run.
+"""
+
+API_PROBE = 10  # the API server answers /version
+NAMESPACE_READY = 60  # a new namespace has its default ServiceAccount
+POD_START = 120  # created -> Running (image is local: no pull)
+POD_FINISH = 120  # created -> Succeeded/Failed for short commands
+POD_DELETE = 90  # delete requested -> object gone
+POD_TERMINATE = 60  # delete requested -> container terminated (status still readable)
+EXEC = 60  # one exec round trip
+LOG_REQUEST = 30  # one log read
+NODE_PROCESS = 30  # processes appear on / vanish from the node
+NODE_COMMAND = 30  # one command run on the node
+SHIM_EXIT = 60  # a deleted pod's shim process exits
+STATE_CLEANUP = 60  # a deleted container's runtime state entry is removed
+ZOMBIE_SETTLE = 20  # a new zombie must be reaped by then
+RUN_PODS_GONE = 240  # every pod of this run is gone (namespaces deleted) before node-wide checks
+BARRIER = 1500  # node-wide scenarios wait this long for the others to finish
+WATCH_CHUNK = 30  # one watch request (timeout_seconds); _request_timeout adds WATCH_SLACK
+WATCH_SLACK = 5
+
+# pytest-timeout per test (a backstop: the deadlines above fire first)
+TEST_DEFAULT = 420
+TEST_NODE_WIDE = 1800

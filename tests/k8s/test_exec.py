@@ -1,0 +1,51 @@
+"""S08-S10: exec into a running pod (stdout, exit status, a binary that does not exist)."""
+
+from __future__ import annotations
+
+from k8s_suite import naming, podstate
+
+
+def _running_pod(kube, what: str):
+    """A pod whose only process is ``sleep N`` (N unique to this run and scenario)."""
+    seconds = naming.sleep_seconds(kube.token, f"{kube.sid}-{what}")
+    name = kube.name(what)
+    kube.create(kube.pod(what, ["sleep", str(seconds)], grace=2))
+    pod = kube.wait_running(name)
+    return name, pod, seconds
+
+
+def test_s08_exec_stdout(kube):
+    name, pod, seconds = _running_pod(kube, "exec")
+    res = kube.exec(name, ["echo", "exec works"])
+    assert res.status == "Success" and res.exit_code == 0, res.describe()
+    assert res.stdout == "exec works\n", f"stdout: expected 'exec works\\n', got {res.stdout!r} ({res.describe()})"
+    assert res.stderr == "", f"stderr: expected nothing, got {res.stderr!r}"
+    # proven to run on the runtime under test: the workload process on the node
+    node = kube.node_of(pod)
+    procs = kube.wait_processes(node, ["sleep", str(seconds)], "workload process present", lambda n: n == 1)
+    print(kube.runtime_evidence(kube.get(name), [p.pid for p in procs]))
+
+
+def test_s09_exec_exit_code(kube):
+    name, _, _ = _running_pod(kube, "exec")
+    res = kube.exec(name, ["/bin/sh", "-c", "exit 7"])
+    assert res.exit_code == 7, f"exec exit code: expected 7, got {res.exit_code!r} ({res.describe()})"
+
+
+def test_s10_exec_nonexistent(kube):
+    name, _, _ = _running_pod(kube, "exec")
+    before = kube.get(name)
+    cs_before = podstate.container_status(before)
+    assert podstate.phase(before) == "Running" and podstate.running(before), f"before: {podstate.describe(before)}"
+    res = kube.exec(name, ["/nonexistent/binary"])
+    failed_with_code = res.exit_code is not None and res.exit_code != 0
+    failed_to_start = res.exit_code is None and res.status == "Failure" and "/nonexistent/binary" in res.message
+    assert failed_with_code or failed_to_start, (
+        f"exec of a missing binary must fail (non-zero exit, or a start error naming it): {res.describe()}")
+    after = kube.get(name)
+    cs_after = podstate.container_status(after)
+    assert podstate.phase(after) == "Running" and podstate.running(after), f"after the exec: {podstate.describe(after)}"
+    assert (cs_after.get("containerID"), cs_after.get("restartCount")) == (
+        cs_before.get("containerID"), cs_before.get("restartCount")), (
+        f"the container changed: before {podstate.describe(before)}; after {podstate.describe(after)}")
+    print(res.describe())

@@ -1,0 +1,149 @@
+"""S11-S14: signals and process management (node access needed).
+
+S11 and S12 watch one pod; S13 and S14 are node-wide and run after everything else
+(``node_wide(stage=2)``): no zombies, and no shim left for any deleted pod of this run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from k8s_suite import manifests, naming, nodeproc, podstate
+from k8s_suite import timeouts as T
+from k8s_suite.kube import log_lines
+from k8s_suite.manifests import sh
+
+
+@pytest.mark.slow
+def test_s11_sigterm_graceful(kube):
+    grace = 30
+    name = kube.name("sigterm")
+    # the suite's finalizer keeps the pod object (and its final status) after the kubelet is done
+    kube.create(kube.pod("sigterm", sh("trap 'echo SIGTERM-received; exit 0' TERM; echo ready; "
+                                       "while true; do sleep 1; done"),
+                         grace=grace, finalizers=manifests.hold_finalizers()))
+    kube.wait_running(name)
+    # the log stream is open before the delete: nothing the container prints can be missed
+    follower = kube.follow_logs(name, timeout=grace + 120)
+    follower.wait_for_line("ready", T.POD_START)  # the trap is installed before `echo ready`
+    started = time.monotonic()
+    answer = kube.delete_pod(name)
+    pod = kube.wait_terminated(name, timeout=grace + T.POD_TERMINATE)
+    observed = time.monotonic() - started
+    follower.wait_ended(T.LOG_REQUEST)
+    term = podstate.terminated(pod)
+    lines = log_lines(follower.text)
+    assert lines == ["ready", "SIGTERM-received"], (
+        f"log: expected ['ready', 'SIGTERM-received'], got {lines!r} (stream: {follower.error or 'ended'})")
+    assert term.get("exitCode") == 0, f"exitCode: expected 0 (trap ran), got {term.get('exitCode')!r}: {podstate.describe(pod)}"
+    # the delete answer carries deletionTimestamp = request time + grace (server clock, like finishedAt)
+    requested = podstate.parse_time(answer["metadata"]["deletionTimestamp"])
+    asked = int(answer["metadata"].get("deletionGracePeriodSeconds", grace))
+    finished = podstate.parse_time(term.get("finishedAt"))
+    took = (finished - requested).total_seconds() + asked
+    assert asked == grace, f"delete used grace period {asked}s, expected {grace}s"
+    assert took < grace / 2 and observed < grace / 2, (
+        f"the container ended {took:.0f}s (server clock) / {observed:.1f}s (observed) after the delete: not well "
+        f"before the {grace}s grace period, so SIGKILL may have ended it: {podstate.describe(pod)}")
+    print(f"SIGTERM handled: container ended {took:.0f}s after the delete (observed {observed:.1f}s), exitCode 0")
+
+
+@pytest.mark.slow
+def test_s12_process_group_kill(kube, evidence):
+    seconds = naming.sleep_seconds(kube.token, "s12")
+    marker = ["sleep", str(seconds)]
+    name = kube.name("pgkill")
+    kube.create(kube.pod("pgkill", sh(f"sleep {seconds} & sleep {seconds} & wait"), grace=5))
+    pod = kube.wait_running(name)
+    node = kube.node_of(pod)
+    before = kube.wait_processes(node, marker, "both children started", lambda n: n >= 2)
+    evidence.append("before delete:\n" + "\n".join(p.line() for p in before))
+    # proven to run on the runtime under test (the children's parent chain, or the runtime's log)
+    print(kube.runtime_evidence(kube.get(name), [p.pid for p in before]))
+    kube.delete_pod(name)
+    kube.wait_gone(name, timeout=T.POD_DELETE)
+    kube.wait_processes(node, marker, "children gone after the pod was deleted", lambda n: n == 0)
+
+
+def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_PODS_GONE) -> list[dict]:
+    """Pods of this run that are still there after ``timeout`` (ignoring ``keep_ns``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in ctx.run_pods() if p["metadata"]["namespace"] != keep_ns]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+@pytest.mark.node_wide(stage=2)
+def test_s13_no_defunct(ctx, node_wide, evidence):
+    problems = []
+    left = _wait_run_pods_gone(ctx)
+    if left:
+        problems.append(f"{len(left)} pod(s) of this run still exist {T.RUN_PODS_GONE}s after their namespaces "
+                        "were deleted, so the check could not run on a settled node: "
+                        + "; ".join(podstate.describe(p) for p in left[:5]))
+    for node in ctx.info.nodes:
+        baseline_text = ctx.run.read(f"ps-before-{node}.txt")
+        assert baseline_text, f"no process table of node {node} from the start of the run"
+        baseline = nodeproc.parse_ps(baseline_text)
+        old = nodeproc.zombies(baseline)
+        if old:
+            print(f"node {node}: {len(old)} zombie(s) already there when the run started (not this run's):\n"
+                  + nodeproc.zombie_report(baseline, old))
+        deadline = time.monotonic() + T.ZOMBIE_SETTLE
+        while True:
+            procs = ctx.ps(node)
+            new = nodeproc.new_zombies(baseline, procs)
+            if not new or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        print(f"node {node}: {len(procs)} processes, {len(nodeproc.zombies(procs))} zombie(s), "
+              f"{len(new)} new since the run started")
+        if new:
+            problems.append(f"node {node}: {len(new)} zombie process(es) not reaped within {T.ZOMBIE_SETTLE}s:\n"
+                            + nodeproc.zombie_report(procs, new))
+            evidence.append(nodeproc.zombie_report(procs, new))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.node_wide(stage=2)
+def test_s14_shim_cleanup(ctx, node_wide, kube, evidence):
+    problems = []
+    # a running pod of our own first: proves that shims are found and matched to pods on this node
+    name = kube.name("shim")
+    kube.create(kube.pod("shim", ["sleep", str(naming.sleep_seconds(kube.token, "s14"))], grace=2))
+    pod = kube.wait_running(name)
+    node = kube.node_of(pod)
+    entry = kube.record_ids()
+    assert entry["shims"], (f"no {ctx.info.shim_process} process on node {node} names namespace {kube.ns} in its "
+                            f"bundle while its pod exists: shim matching cannot work; shims: "
+                            + "; ".join(s.line() for s in ctx.scan_shims(node)))
+    kube.delete_pod(name)
+    try:
+        kube.wait_gone(name, timeout=T.POD_DELETE)
+    except AssertionError as e:
+        problems.append(str(e))
+    left = _wait_run_pods_gone(ctx, keep_ns=None)
+    if left:
+        problems.append(f"{len(left)} deleted pod(s) of this run still exist: "
+                        + "; ".join(podstate.describe(p) for p in left[:5]))
+    recorded = ctx.run.recorded()
+    ids = ctx.run.recorded_ids()
+    print(f"{len(recorded)} namespace records, {len(ids)} container/sandbox/shim ids of this run")
+    prefix = naming.run_namespace_prefix(ctx.token)
+    for n in ctx.info.nodes:
+        deadline = time.monotonic() + T.SHIM_EXIT
+        while True:
+            leftovers = nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
+            if not leftovers or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if leftovers:
+            text = "\n".join("  " + s.line() + "\n    " + s.args for s in leftovers)
+            problems.append(f"node {n}: {len(leftovers)} {ctx.info.shim_process} process(es) of this run's deleted "
+                            f"pods still running {T.SHIM_EXIT}s later:\n{text}")
+            evidence.append(text)
+    assert not problems, "\n".join(problems)

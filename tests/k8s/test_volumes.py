@@ -1,0 +1,93 @@
+"""S17-S22: volumes (ConfigMap with mode, Secret, emptyDir, hostPath, re-run after delete, readOnly)."""
+
+from __future__ import annotations
+
+from k8s_suite import manifests as m
+from k8s_suite import podstate
+from k8s_suite.manifests import sh
+
+
+def test_s17_configmap_volume(kube):
+    marker = f"configmap-volume-works-{kube.token}"
+    cm = kube.name("scripts")
+    kube.create_configmap(m.configmap(cm, {"hello.sh": f"#!/bin/sh\necho {marker}\n"}, token=kube.token, sid=kube.sid))
+    name = kube.name("cm")
+    # executed from the mount: needs defaultMode 0755 (exec bit) and a working mount
+    kube.create(kube.pod("cm", ["/scripts/hello.sh"], volumes=[m.configmap_volume("scripts", cm, mode=0o755)],
+                         mounts=[m.mount("scripts", "/scripts")]))
+    kube.wait_phase(name, "Succeeded")
+    lines = kube.log_lines(name)
+    assert lines == [marker], f"expected [{marker!r}] from the mounted script, got {lines!r}"
+
+
+def test_s18_secret_volume(kube):
+    user, password = f"reaper-user-{kube.token}", f"secret-volume-works-{kube.token}"
+    sec = kube.name("creds")
+    kube.create_secret(m.secret(sec, {"username": user, "password": password}, token=kube.token, sid=kube.sid))
+    name = kube.name("secret")
+    kube.create(kube.pod("secret", sh("cat /creds/username; echo; cat /creds/password; echo"),
+                         volumes=[m.secret_volume("creds", sec)], mounts=[m.mount("creds", "/creds", read_only=True)]))
+    kube.wait_phase(name, "Succeeded")
+    lines = kube.log_lines(name)
+    assert lines == [user, password], f"expected [{user!r}, {password!r}], got {lines!r}"
+
+
+def _emptydir_pod(kube, what: str, marker: str):
+    return kube.pod(what, sh(f"echo {marker} > /data/file && cat /data/file"),
+                    volumes=[m.emptydir_volume("data")], mounts=[m.mount("data", "/data")])
+
+
+def test_s19_emptydir_volume(kube):
+    marker = f"emptydir-works-{kube.token}"
+    name = kube.name("empty")
+    kube.create(_emptydir_pod(kube, "empty", marker))
+    kube.wait_phase(name, "Succeeded")
+    lines = kube.log_lines(name)
+    assert lines == [marker], f"expected [{marker!r}] read back from the emptyDir, got {lines!r}"
+
+
+def test_s20_hostpath_volume(kube):
+    node = kube.info.nodes[0]
+    folder = kube.node_path("hostpath")
+    content = f"hostpath-volume-works-{kube.token}"
+    kube.write_node_file(node, f"{folder}/data.txt", content + "\n")
+    name = kube.name("hostpath")
+    kube.create(kube.pod("hostpath", ["cat", "/hostdata/data.txt"], node_name=node,
+                         volumes=[m.hostpath_volume("hostdata", folder, "Directory")], mounts=[m.mount("hostdata", "/hostdata")]))
+    kube.wait_phase(name, "Succeeded")
+    lines = kube.log_lines(name)
+    assert lines == [content], f"expected the node file's content [{content!r}], got {lines!r}"
+
+
+def test_s21_volume_rerun(kube):
+    name = kube.name("rerun")
+    first, second = f"first-run-{kube.token}", f"second-run-{kube.token}"
+    kube.create(_emptydir_pod(kube, "rerun", first))
+    kube.wait_phase(name, "Succeeded")
+    assert kube.log_lines(name) == [first], "first run did not print its marker"
+    old_uid = kube.get(name)["metadata"]["uid"]
+    kube.delete_pod(name)
+    kube.wait_gone(name)
+    # same name, same mount: stale mounts/state of the first pod must not break the second
+    pod = kube.create(_emptydir_pod(kube, "rerun", second))
+    assert pod["metadata"]["uid"] != old_uid, "the API returned the old pod"
+    pod = kube.wait_phase(name, "Succeeded")
+    lines = kube.log_lines(name)
+    assert lines == [second], f"second run: expected [{second!r}], got {lines!r}: {podstate.describe(pod)}"
+
+
+def test_s22_readonly_volume(kube):
+    sec = kube.name("ro")
+    kube.create_secret(m.secret(sec, {"username": "reaper-user"}, token=kube.token, sid=kube.sid))
+    name = kube.name("ro")
+    script = ("touch /secrets/newfile; rc=$?; "
+              "if [ -e /secrets/newfile ]; then echo file-exists; else echo file-absent; fi; exit $rc")
+    kube.create(kube.pod("ro", sh(script), volumes=[m.secret_volume("secrets", sec)],
+                         mounts=[m.mount("secrets", "/secrets", read_only=True)]))
+    pod = kube.wait_phase(name, "Failed", "Succeeded")
+    term = podstate.terminated(pod)
+    lines = kube.log_lines(name)
+    assert podstate.phase(pod) == "Failed" and term and term.get("exitCode", 0) != 0, (
+        f"touch on a readOnly mount must fail (non-zero exit, pod Failed): {podstate.describe(pod)}; log {lines!r}")
+    assert lines and lines[-1] == "file-absent", f"the file must not exist after the failed write; log {lines!r}"
+    print(f"write refused: exitCode {term.get('exitCode')}; log {lines!r}")

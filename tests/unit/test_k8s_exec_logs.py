@@ -1,0 +1,47 @@
+"""Scenario suite: exec status frames and exact log lines."""
+
+from __future__ import annotations
+
+import json
+
+import _k8s_path  # noqa: F401
+
+from k8s_suite.kube import ExecResult, log_lines, parse_exec_status
+
+
+def test_success_is_exit_zero():
+    assert parse_exec_status('{"metadata":{},"status":"Success"}') == ("Success", 0, "")
+
+
+def test_non_zero_exit_code():
+    raw = json.dumps({"status": "Failure", "message": "command terminated with exit code 7", "reason": "NonZeroExitCode",
+                      "details": {"causes": [{"reason": "ExitCode", "message": "7"}]}})
+    assert parse_exec_status(raw) == ("Failure", 7, "command terminated with exit code 7")
+
+
+def test_start_failure_has_no_exit_code_but_a_message():
+    raw = json.dumps({"status": "Failure", "reason": "InternalError", "code": 500,
+                      "message": 'exec: "/nonexistent/binary": stat /nonexistent/binary: no such file or directory',
+                      "details": {"causes": [{"message": "Internal error occurred"}]}})
+    status, code, msg = parse_exec_status(raw)
+    assert (status, code) == ("Failure", None) and "/nonexistent/binary" in msg
+
+
+def test_missing_or_broken_status():
+    assert parse_exec_status("") == (None, None, "no status frame received")
+    assert parse_exec_status("{not json")[:2] == (None, None)
+    bad = json.dumps({"status": "Failure", "details": {"causes": [{"reason": "ExitCode", "message": "x"}]}})
+    assert parse_exec_status(bad)[:2] == ("Failure", None)
+
+
+def test_exec_result_describe():
+    r = ExecResult(("echo", "hi"), "hi\n", "", "Success", 0, "")
+    assert "exit_code=0" in r.describe() and "stdout='hi\\n'" in r.describe()
+
+
+def test_log_lines_are_exact():
+    assert log_lines("") == []
+    assert log_lines("a\n") == ["a"]
+    assert log_lines("a\nb") == ["a", "b"]
+    assert log_lines("a\n\n") == ["a", ""]  # an empty last line the container wrote is kept
+    assert log_lines(" a \n") == [" a "]

@@ -1,0 +1,80 @@
+"""Scenario suite: reading pod JSON (states, ids, descriptions, early-stop rules, events)."""
+
+from __future__ import annotations
+
+import _k8s_path  # noqa: F401
+
+from k8s_suite import podstate as ps
+
+CID = "containerd://" + "b" * 64
+
+
+def pod(phase="Running", state=None, name="p", deletion=None, conditions=None, waiting=None):
+    st = state or ({"waiting": waiting} if waiting else {"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+    meta = {"name": name, "namespace": "ns"}
+    if deletion:
+        meta["deletionTimestamp"] = deletion
+    return {"metadata": meta, "spec": {"nodeName": "vm", "runtimeClassName": "reaper-v2"},
+            "status": {"phase": phase, "conditions": conditions or [],
+                       "containerStatuses": [{"name": "main", "state": st, "containerID": CID, "restartCount": 0}]}}
+
+
+def test_states_and_ids():
+    p = pod("Failed", {"terminated": {"exitCode": 42, "reason": "Error", "containerID": CID}})
+    assert ps.phase(p) == "Failed"
+    assert ps.terminated(p)["exitCode"] == 42
+    assert ps.running(p) is None
+    assert ps.container_ids(p) == ["b" * 64]
+    assert ps.container_status(p, "nope") is None
+    assert ps.container_id({"containerID": ""}) is None
+
+
+def test_describe_names_what_matters():
+    p = pod("Failed", {"terminated": {"exitCode": 128, "reason": "StartError", "message": "exec: not found"}},
+            deletion="2026-01-01T00:00:30Z",
+            conditions=[{"type": "Ready", "status": "False", "reason": "PodFailed"}, {"type": "X", "status": "True"}])
+    text = ps.describe(p)
+    for part in ("pod ns/p: phase=Failed", "node=vm", "deletionTimestamp=2026-01-01T00:00:30Z", "Ready=False(PodFailed)",
+                 "terminated exitCode=128 reason=StartError", "'exec: not found'"):
+        assert part in text, (part, text)
+    assert "X=True" not in text
+    assert ps.describe(None) == "pod not found"
+    assert "waiting reason=ContainerCreating" in ps.describe(pod("Pending", waiting={"reason": "ContainerCreating"}))
+
+
+def test_conditions():
+    assert ps.phase_in("Succeeded")(pod("Succeeded"))
+    assert not ps.phase_in("Succeeded")(None)
+    assert ps.gone(None) and not ps.gone(pod())
+    assert ps.container_running()(pod())
+    assert not ps.container_running()(pod("Pending", waiting={"reason": "ContainerCreating"}))
+    assert ps.container_terminated()(pod("Failed", {"terminated": {"exitCode": 1}}))
+
+
+def test_early_stop_rules():
+    stop = ps.stop_unless(("Succeeded",))
+    assert stop(pod("Running"), True) is None
+    assert "phase Failed" in stop(pod("Failed", {"terminated": {"exitCode": 1}}), True)
+    assert stop(pod("Succeeded", {"terminated": {"exitCode": 0}}), True) is None
+    assert "ErrImageNeverPull" in stop(pod("Pending", waiting={"reason": "ErrImageNeverPull", "message": "m"}), True)
+    assert stop(pod("Pending", waiting={"reason": "ContainerCreating"}), True) is None
+    assert stop(None, False) is None  # not created yet: keep waiting
+    assert "deleted" in stop(None, True)
+    assert ps.stop_if_deleted(None, True) and ps.stop_if_deleted(None, False) is None
+
+
+def test_events_sorted_by_time():
+    evs = [{"reason": "Started", "lastTimestamp": "2026-01-01T00:00:03Z", "involvedObject": {"kind": "Pod", "name": "p"}},
+           {"reason": "Scheduled", "eventTime": "2026-01-01T00:00:01.000000Z", "involvedObject": {"kind": "Pod", "name": "p"}},
+           {"reason": "Pulled", "firstTimestamp": "2026-01-01T00:00:02Z", "count": 2},
+           {"reason": "Late", "lastTimestamp": "2026-01-01T00:00:03.5Z"}]
+    lines = ps.format_events(evs).splitlines()
+    assert [ln.split()[2] for ln in lines] == ["Scheduled", "Pulled", "Started", "Late"]
+    assert "(x2," in lines[1]
+    assert ps.format_events([]) == "(no events)"
+
+
+def test_parse_time():
+    t = ps.parse_time("2026-01-01T00:00:30Z")
+    assert (t - ps.parse_time("2026-01-01T00:00:00Z")).total_seconds() == 30
+    assert ps.parse_time(None) is None

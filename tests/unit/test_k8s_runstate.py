@@ -1,0 +1,101 @@
+"""Scenario suite: the run folder (ids, done markers, barrier), ordering and the summary table."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import _k8s_path  # noqa: F401
+import pytest
+
+from ci import console
+from k8s_suite import runstate as rs
+
+
+def test_ids_are_recorded_and_merged(tmp_path):
+    run = rs.RunDir(tmp_path / "run").ensure()
+    assert run.recorded() == [] and run.recorded_ids() == set()
+    run.record({"ns": "a", "container_ids": ["c1", "c2"], "shims": [{"pid": 1, "id": "s1", "sandbox_id": "sb1"}]})
+    run.record({"ns": "b", "container_ids": ["c2"], "shims": [{"pid": 2, "id": None}]})
+    assert [e["ns"] for e in run.recorded()] == ["a", "b"]
+    assert run.recorded_ids() == {"c1", "c2", "s1", "sb1"}
+
+
+def test_concurrent_appends_stay_whole_lines(tmp_path):
+    run = rs.RunDir(tmp_path).ensure()
+    threads = [threading.Thread(target=lambda i=i: [run.record({"ns": f"n{i}", "container_ids": ["x" * 500]})
+                                                    for _ in range(50)]) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(run.recorded()) == 200
+
+
+def test_done_markers_and_barrier(tmp_path):
+    run = rs.RunDir(tmp_path).ensure()
+    run.mark_done("tests/k8s/test_a.py::test_s01_x")
+    assert run.done() == {"tests/k8s/test_a.py::test_s01_x"}
+    assert rs.wait_done(run, {"tests/k8s/test_a.py::test_s01_x"}, timeout=1) >= 0
+    now = [0.0]
+    with pytest.raises(rs.BarrierTimeout, match="1 other scenario.*test_s02_y"):
+        rs.wait_done(run, {"tests/k8s/test_a.py::test_s01_x", "t::test_s02_y"}, timeout=5,
+                     clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+
+
+def test_stages_and_order():
+    assert rs.stage_of(None) == 0
+    assert rs.stage_of(SimpleNamespace(kwargs={})) == 1
+    assert rs.stage_of(SimpleNamespace(kwargs={"stage": 2})) == 2
+    items = [("s01", 0, False), ("s07", 0, True), ("s13", 2, False), ("s16", 1, True), ("s02", 0, False)]
+    order = sorted(range(len(items)), key=lambda i: rs.order_key(items[i][1], items[i][2], i))
+    assert [items[i][0] for i in order] == ["s07", "s01", "s02", "s16", "s13"]
+    stages = {"a": 0, "b": 0, "c": 1, "d": 2}
+    assert rs.must_finish_before(stages, 1) == {"a", "b"}
+    assert rs.must_finish_before(stages, 2) == {"a", "b", "c"}
+
+
+def test_outcomes():
+    def o(**phases):
+        out = rs.Outcome("t::test_s01_x")
+        for when, res in phases.items():
+            out.add(when, res, 1.0)
+        return out
+
+    assert o(setup="passed", call="passed", teardown="passed").result == "passed"
+    assert o(setup="passed", call="failed", teardown="passed").result == "failed"
+    assert o(setup="failed", teardown="passed").result == "error"
+    assert o(setup="passed", call="passed", teardown="failed").result == "error"
+    assert o(setup="passed", call="failed", teardown="failed").result == "failed"
+    assert o(setup="skipped", teardown="passed").result == "skipped"
+    assert o(setup="passed").result == "error"  # never reached a verdict
+    assert o(setup="passed", call="passed", teardown="passed").seconds == 3.0
+
+
+def test_rows_and_table():
+    outs = []
+    for nodeid, res in [("tests/k8s/test_signals.py::test_s13_no_defunct", "passed"),
+                        ("tests/k8s/test_lifecycle.py::test_s01_echo_stdout", "failed"),
+                        ("tests/k8s/test_node_fs.py::test_s26_overlay_sharing", "skipped")]:
+        o = rs.Outcome(nodeid)
+        o.add("call" if res != "skipped" else "setup", res, 0.5,
+              "reaper-only" if res == "skipped" else "")
+        outs.append(o)
+    rows = rs.rows(outs)
+    assert [(r.name, r.result) for r in rows] == [("S01 echo_stdout", "failed"), ("S13 no_defunct", "passed"),
+                                                  ("S26 overlay_sharing", "skipped")]
+    text = console.table("Phase 4", rows)
+    assert "S01 echo_stdout" in text and "1 passed, 1 failed, 1 skipped" in text
+    assert rs.skipped_lines(rows) == ["  S26 overlay_sharing: reaper-only"]
+    assert rs.skip_detail(("f.py", 3, "Skipped: reaper-only expectation")) == "reaper-only expectation"
+    assert rs.row_name("t::helper") == "helper"
+
+
+def test_step_summary(tmp_path, monkeypatch):
+    out = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(out))
+    o = rs.Outcome("t::test_s02_exit_code")
+    o.add("call", "passed", 1.25)
+    console.step_summary("Phase 4", rs.rows([o]), note="- S26: skipped")
+    text = out.read_text()
+    assert "| `S02 exit_code` | ✅ passed | 1.25s |" in text and "- S26: skipped" in text
