@@ -2,14 +2,17 @@
 
 The fake records every argv and answers from a small rule table, so these tests pin the exact
 command sequence of ``up``/``down``, the rendered kind config (its containerd handler entry parsed
-as TOML), the node architecture -> target triple mapping and the one-line prerequisite errors.
+as TOML, and fed to the real containerd when it is installed), the node architecture -> target
+triple mapping and the one-line prerequisite errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 import yaml
 
 from ci.cluster import kind as kind_mod
+from ci.cluster import runtime as rt
 from ci.cluster.base import ClusterInfo, info_path
 from ci.cluster.kind import KindProvisioner, Result, render_config, target_triple
 from ci.config import DEFAULT_KIND_NODE_IMAGE, REPO_ROOT, parse
@@ -28,6 +32,19 @@ NOT_READY = json.dumps({"items": [{"metadata": {"name": NODE}, "status": {"condi
     {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "cni plugin not initialized"}]}}]})
 SUCCEEDED = json.dumps({"status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}]}})
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
+RUST_TARGETS = "x86_64-unknown-linux-gnu\nx86_64-unknown-linux-musl\naarch64-unknown-linux-musl\n"
+
+
+def dump_v2(handler: str, runtime_type: str) -> str:
+    """The shape of `containerd config dump` (containerd 1.x, and kind's version-2 file)."""
+    return (f'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
+            f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]\n  runtime_type = "{runtime_type}"\n')
+
+
+def dump_v3(handler: str, runtime_type: str) -> str:
+    """The shape of `containerd config dump` on containerd 2.x (config version 3, CRI runtime plugin)."""
+    return (f"version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n  runtime_type = 'io.containerd.runc.v2'\n"
+            f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]\n  runtime_type = '{runtime_type}'\n")
 
 
 class FakeRunner:
@@ -37,7 +54,7 @@ class FakeRunner:
         self.rules = list(rules)
         self.calls: list[tuple[list[str], Path | None, str | None]] = []
 
-    def __call__(self, argv, *, check=True, input=None, timeout=None, cwd=None):
+    def __call__(self, argv, *, check=True, input=None, timeout=None, cwd=None, stderr=True):
         argv = [str(a) for a in argv]
         self.calls.append((argv, cwd, input))
         result = Result(0, "")
@@ -64,20 +81,30 @@ def _cfg(tmp_path: Path, *extra: str):
     return parse(["--state-dir", str(tmp_path / "state"), "--artifacts", str(tmp_path / "artifacts"), *extra], {}, cwd=tmp_path)
 
 
-def _fresh_cluster_rules(tmp_path: Path, marker: str | None = None, clusters: str = "No kind clusters found.\n"):
+def _fresh_cluster_rules(tmp_path: Path, marker: str | None = None, clusters: str = "No kind clusters found.\n",
+                         runtime_type: str = "io.containerd.reaper.v2"):
     target = tmp_path / "target"
     return [
         (("kind", "get", "clusters"), Result(0, clusters)),
         (("kind", "get", "nodes"), Result(0, NODE + "\n")),
         (("kind", "get", "kubeconfig"), Result(0, KUBECONFIG)),
         (("docker", "exec", "-i", NODE, "cat", kind_mod.CONFIG_MARKER), Result(0, marker) if marker else Result(1, "No such file")),
-        (("docker", "exec", "-i", NODE, "cat", kind_mod.CONTAINERD_DROPIN), Result(1, "No such file")),
+        (("docker", "exec", "-i", NODE, "cat"), Result(1, "No such file")),  # drop-in, journal unit: not there yet
         (("docker", "exec", NODE, "uname", "-m"), Result(0, "x86_64\n")),
+        (("docker", "exec", NODE, "containerd", "config", "dump"), Result(0, dump_v2("reaper-v2", runtime_type))),
+        (("rustup", "target", "list", "--installed"), Result(0, RUST_TARGETS)),
+        (("docker", "cp", f"{NODE}:/usr/bin/kubectl"), _copy_out),
         (("cargo", "metadata"), Result(0, json.dumps({"target_directory": str(target)}))),
         (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, READY)),
         (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "pod"), Result(0, SUCCEEDED)),
         (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "logs"), Result(0, kind_mod.SMOKE_TEXT + "\n")),
     ]
+
+
+def _copy_out(argv: list[str]) -> Result:
+    """`docker cp node:path dest`: the file appears at dest, as with Docker."""
+    Path(argv[-1]).write_bytes(b"\x7fELF")
+    return Result(0, "")
 
 
 def _built(tmp_path: Path, triple: str = "x86_64-unknown-linux-musl") -> None:
@@ -111,8 +138,71 @@ def test_rendered_config_follows_the_handler_and_runtime_type(tmp_path):
     assert runtimes["my-handler"]["runtime_type"] == "io.containerd.other.v2"
 
 
-def test_runc_config_has_no_patch(tmp_path):
-    assert "containerdConfigPatches" not in yaml.safe_load(render_config(_cfg(tmp_path), "runc"))
+def test_runc_config_mirrors_the_node_images_runc_handler(tmp_path):
+    # kind's kubelet uses the systemd cgroup driver: a runc handler with cgroupfs would not match it
+    (patch,) = yaml.safe_load(render_config(_cfg(tmp_path), "runc"))["containerdConfigPatches"]
+    runtimes = tomllib.loads(patch)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert runtimes == {"reaper-v2": {"runtime_type": "io.containerd.runc.v2", "base_runtime_spec": "/etc/containerd/cri-base.json",
+                                      "options": {"SystemdCgroup": True}}}
+
+
+@pytest.mark.parametrize("runtime, runtime_type", [("reaper", "io.containerd.reaper.v2"), ("runc", "io.containerd.runc.v2")])
+def test_real_containerd_reads_the_handler_entry(tmp_path, runtime, runtime_type):
+    """The patch, as a version-2 config, parsed by containerd itself (`config dump`), then read back
+    the way up() checks a node."""
+    if not shutil.which("containerd"):
+        pytest.skip("containerd is not installed (apt-get install containerd): cannot feed it the rendered entry")
+    cfg = _cfg(tmp_path)
+    conf = tmp_path / "config.toml"
+    conf.write_text("version = 2\n" + kind_mod.handler_entry(cfg, runtime))
+    proc = subprocess.run(["containerd", "--config", str(conf), "config", "dump"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    entry = kind_mod.effective_handler(proc.stdout, "reaper-v2")
+    assert isinstance(entry, dict), entry
+    assert entry["runtime_type"] == runtime_type
+    if runtime == "runc":
+        assert entry["options"]["SystemdCgroup"] is True and entry["base_runtime_spec"] == "/etc/containerd/cri-base.json"
+
+
+@pytest.mark.parametrize("dump", [dump_v2, dump_v3])
+def test_effective_handler_reads_config_v2_and_v3_dumps(dump):
+    assert kind_mod.effective_handler(dump("reaper-v2", "io.containerd.reaper.v2"), "reaper-v2") == {"runtime_type": "io.containerd.reaper.v2"}
+    missing = kind_mod.effective_handler(dump("other", "io.containerd.reaper.v2"), "reaper-v2")
+    assert missing == "no handler 'reaper-v2' (handlers: other, runc)"
+
+
+def test_effective_handler_on_unreadable_output():
+    assert kind_mod.effective_handler("level=info msg=hello\n[[[", "reaper-v2").startswith("unreadable `containerd config dump`")
+
+
+def test_reaper_node_env_is_the_local_paths_with_node_folders(tmp_path):
+    env = kind_mod.reaper_node_env(_cfg(tmp_path, "--runtime-binary", "my-runtime"))
+    assert env["REAPER_RUNTIME_PATH"] == "/usr/local/bin/my-runtime"
+    assert env["REAPER_RUNTIME_ROOT"] == kind_mod.REAPER_RUN
+    assert env["REAPER_RUNTIME_LOG"] == kind_mod.REAPER_LOG and env["REAPER_SHIM_LOG"] == kind_mod.REAPER_SHIM_LOG
+    assert set(env) == set(rt.reaper_env("b", "r", "l", "c"))  # no variable of the local path is dropped
+
+
+def test_journal_copier_writes_the_files_cluster_info_names():
+    logs = kind_mod.component_logs("reaper")
+    assert logs["reaper-runtime"] == kind_mod.REAPER_LOG and logs["reaper-shim"] == kind_mod.REAPER_SHIM_LOG
+    assert set(kind_mod.component_logs("runc")) == {"containerd", "kubelet"}
+    for unit in ("containerd", "kubelet"):
+        exec_start = next(ln for ln in kind_mod.journal_unit().splitlines() if ln.startswith("ExecStart="))
+        instance = exec_start.replace("%i", unit)
+        assert f"--unit {unit}.service --follow" in instance and instance.endswith(f">> {logs[unit]}'")
+
+
+def test_journal_unit_is_a_valid_systemd_unit(tmp_path):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd): cannot verify the unit file")
+    unit = tmp_path / f"{kind_mod.JOURNAL_UNIT}containerd.service"
+    unit.write_text(kind_mod.journal_unit())
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    broken = tmp_path / "broken@containerd.service"  # the check itself can fail
+    broken.write_text(kind_mod.journal_unit().replace("ExecStart=/bin/sh", "ExecStart=bin/sh"))
+    assert subprocess.run(["systemd-analyze", "verify", "--man=no", str(broken)], capture_output=True, timeout=60).returncode != 0
 
 
 @pytest.mark.parametrize("machine, triple", [
@@ -202,7 +292,14 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
         "kind get nodes --name reaper-ci",
         f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONFIG_MARKER}",
         "kind get kubeconfig --name reaper-ci",
+        f"docker cp {NODE}:/usr/bin/kubectl {d}/bin/kubectl",
+        f"docker exec -i {NODE} cat {kind_mod.JOURNAL_UNIT_FILE}",
+        f"docker exec {NODE} mkdir -p /var/log/reaper-ci",
+        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.JOURNAL_UNIT_FILE}",
+        f"docker exec {NODE} systemctl daemon-reload",
+        f"docker exec {NODE} systemctl start reaper-ci-journal@containerd.service reaper-ci-journal@kubelet.service",
         f"docker exec {NODE} uname -m",
+        "rustup target list --installed",
         "cargo build --release --target x86_64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime",
         "cargo metadata --format-version 1 --no-deps",
         f"docker cp {rel}/containerd-shim-reaper-v2 {NODE}:/usr/local/bin/containerd-shim-reaper-v2.reaper-ci-tmp",
@@ -210,12 +307,13 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
         f"docker cp {rel}/reaper-runtime {NODE}:/usr/local/bin/reaper-runtime.reaper-ci-tmp",
         f"docker exec {NODE} /bin/sh -c {mv} sh /usr/local/bin/reaper-runtime",
         f"docker exec {NODE} /usr/local/bin/reaper-runtime --help",
-        f"docker exec {NODE} mkdir -p /run/reaper",
+        f"docker exec {NODE} mkdir -p /run/reaper /var/log/reaper-ci",
         f"docker exec -i {NODE} cat {kind_mod.CONTAINERD_DROPIN}",
         f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONTAINERD_DROPIN}",
         f"docker exec {NODE} systemctl daemon-reload",
         f"docker exec -i {NODE} systemctl restart containerd",
         f"docker exec -i {NODE} ctr version",
+        f"docker exec {NODE} containerd config dump",
         f"kubectl --kubeconfig {kc} get nodes -o json",
         f"kubectl --kubeconfig {kc} apply -f {d}/runtimeclass.json",
         "docker image inspect --format {{.Id}} docker.io/library/busybox:reaper-ci",
@@ -229,13 +327,19 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     ]
     build = next(c for c in runner.calls if c[0][:2] == ["cargo", "build"])
     assert build[1] == src  # built in the workspace under test
+    targets = next(c for c in runner.calls if c[0][:2] == ["rustup", "target"])
+    assert targets[1] == src  # the workspace's toolchain (rust-toolchain.toml) is the one asked
     dropin = next(c for c in runner.calls if c[0][-1] == kind_mod.CONTAINERD_DROPIN and c[2])
-    assert "REAPER_RUNTIME_LOG=/run/reaper/runtime.log" in dropin[2]
+    assert dropin[2] == kind_mod.containerd_dropin(kind_mod.reaper_node_env(cfg))
+    assert f'Environment="REAPER_RUNTIME_LOG={kind_mod.REAPER_LOG}"' in dropin[2].splitlines()
+    unit = next(c for c in runner.calls if c[0][-1] == kind_mod.JOURNAL_UNIT_FILE and c[2])
+    assert unit[2] == kind_mod.journal_unit()
     # the ClusterInfo the suite reads
     assert info == ClusterInfo.load(info_path(cfg.state_dir))
     assert info.provisioner == "kind" and info.node_access == "docker" and info.nodes == (NODE,)
     assert info.runtime == "reaper" and info.shim_process == "containerd-shim-reaper-v2"
-    assert info.runtime_log == "/run/reaper/runtime.log" and info.runtime_class == "reaper-v2"
+    assert info.runtime_log == kind_mod.REAPER_LOG and info.runtime_class == "reaper-v2"
+    assert info.runtime_state_dir == "/run/reaper" and info.component_logs == kind_mod.component_logs("reaper")
     assert info.kubeconfig == str(tmp_path / "state/kind/reaper-ci/kubeconfig")
     assert Path(info.kubeconfig).read_text() == KUBECONFIG
     assert not str(info.kubeconfig).startswith(str(Path.home() / ".kube"))
@@ -255,27 +359,25 @@ def test_up_builds_for_an_arm_node(tmp_path):
 def test_up_reuses_a_cluster_made_from_the_same_config(tmp_path):
     cfg = _cfg(tmp_path, "--runtime", "runc")
     digest = kind_mod.config_digest(render_config(cfg, "runc"), cfg.kind_node_image)
-    containerd_cfg = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
-    rules = [(("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, containerd_cfg))]
-    rules += _fresh_cluster_rules(tmp_path, marker=digest + "\n", clusters="reaper-ci\n")
-    runner = FakeRunner(rules)
-    info = KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
+    runner = FakeRunner(_fresh_cluster_rules(tmp_path, marker=digest + "\n", clusters="reaper-ci\n", runtime_type="io.containerd.runc.v2"))
+    prov = KindProvisioner(cfg, runner=runner, sleep=lambda s: None)
+    info = prov.up()
     seen = runner.argvs(tmp_path)
-    assert not any(c.startswith(("kind create", "kind delete", "cargo")) for c in seen)
-    # runc: the handler goes into the node's containerd config (runtime.py's helper), then a restart
-    written = next(c for c in runner.calls if c[0][-1] == "/etc/containerd/config.toml" and c[2])
-    handler = tomllib.loads(written[2])["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["reaper-v2"]
-    assert handler["runtime_type"] == "io.containerd.runc.v2"
-    assert f"docker exec -i {NODE} systemctl restart containerd" in seen
+    assert not any(c.startswith(("kind create", "kind delete", "cargo", "rustup")) for c in seen)
+    # runc: the handler came with the cluster (config patch); nothing installed, containerd not restarted
+    assert not any("systemctl restart containerd" in c or "/etc/containerd/config.toml" in c for c in seen)
+    assert f"docker exec {NODE} containerd config dump" in seen
     assert info.runtime == "runc" and info.shim_process == "containerd-shim-runc-v2" and info.runtime_log is None
+    assert info.component_logs == kind_mod.component_logs("runc")
+
+    runner.calls.clear()
+    prov.up()  # again: the kubectl copied out of the node is kept
+    assert not any(c.startswith("docker cp") for c in runner.argvs(tmp_path))
 
 
 def test_up_recreates_a_cluster_made_from_another_config(tmp_path):
     cfg = _cfg(tmp_path, "--runtime", "runc")
-    containerd_cfg = "version = 2\n"
-    rules = [(("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, containerd_cfg))]
-    rules += _fresh_cluster_rules(tmp_path, marker="0" * 64, clusters="reaper-ci\n")
-    runner = FakeRunner(rules)
+    runner = FakeRunner(_fresh_cluster_rules(tmp_path, marker="0" * 64, clusters="reaper-ci\n", runtime_type="io.containerd.runc.v2"))
     KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
     seen = runner.argvs(tmp_path)
     delete = seen.index("kind delete cluster --name reaper-ci --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig")
@@ -283,13 +385,44 @@ def test_up_recreates_a_cluster_made_from_another_config(tmp_path):
     assert delete < create
 
 
+def test_switching_runtime_changes_the_config_digest(tmp_path):
+    cfg = _cfg(tmp_path)
+    digests = {kind_mod.config_digest(render_config(cfg, r), cfg.kind_node_image) for r in ("reaper", "runc")}
+    digests.add(kind_mod.config_digest(render_config(cfg, "runc"), "kindest/node:v1.32.5"))
+    assert len(digests) == 3  # a cluster made for another runtime or node image is never reused
+
+
+@pytest.mark.parametrize("dump, expected", [
+    (dump_v2("test-handler", "io.containerd.runc.v2"), "no handler 'reaper-v2' (handlers: runc, test-handler)"),
+    (dump_v3("reaper-v2", "io.containerd.runc.v2"), "handler reaper-v2 has runtime_type 'io.containerd.runc.v2', want 'io.containerd.reaper.v2'"),
+])
+def test_handler_missing_from_containerd_is_one_line(tmp_path, dump, expected):
+    src = _workspace(tmp_path)
+    _built(tmp_path)
+    rules = [(("docker", "exec", NODE, "containerd", "config", "dump"), Result(0, dump))] + _fresh_cluster_rules(tmp_path)
+    runner = FakeRunner(rules)
+    with pytest.raises(SetupError) as e:
+        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, sleep=lambda s: None).up()
+    assert str(e.value) == f"containerd on kind node {NODE}: {expected}"
+    assert not any(c.startswith("kubectl") and "apply" in c for c in runner.argvs(tmp_path))  # stopped before the RuntimeClass
+
+
+def test_missing_rust_target_stops_before_the_build(tmp_path):
+    src = _workspace(tmp_path)
+    rules = [(("rustup", "target", "list", "--installed"), Result(0, "x86_64-unknown-linux-gnu\n"))] + _fresh_cluster_rules(tmp_path)
+    runner = FakeRunner(rules)
+    with pytest.raises(ToolMissing) as e:
+        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, sleep=lambda s: None).up()
+    assert "rustup target add x86_64-unknown-linux-musl" in str(e.value) and "\n" not in str(e.value)
+    assert not any(c.startswith("cargo") for c in runner.argvs(tmp_path))
+
+
 def test_node_ready_wait_times_out_with_the_last_state(tmp_path):
     clock = [0.0]
     cfg = _cfg(tmp_path, "--runtime", "runc")
     rules = [
-        (("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, "version = 2\n")),
         (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, NOT_READY)),
-    ] + _fresh_cluster_rules(tmp_path)
+    ] + _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
     runner = FakeRunner(rules)
     prov = KindProvisioner(cfg, runner=runner, sleep=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
     with pytest.raises(SetupError) as e:
@@ -303,12 +436,22 @@ def test_node_ready_wait_times_out_with_the_last_state(tmp_path):
 def test_failed_smoke_pod_is_a_setup_error(tmp_path):
     failed = json.dumps({"status": {"phase": "Failed", "containerStatuses": []}})
     kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
-    rules = [
-        (("docker", "exec", "-i", NODE, "cat", "/etc/containerd/config.toml"), Result(0, "version = 2\n")),
-        (("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, failed)),
-    ] + _fresh_cluster_rules(tmp_path)
+    rules = [(("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, failed))]
+    rules += _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
     with pytest.raises(SetupError, match="smoke pod on RuntimeClass reaper-v2 Failed"):
         KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules), sleep=lambda s: None).up()
+
+
+def test_unreadable_smoke_pod_answer_is_waited_on_not_a_traceback(tmp_path):
+    clock = [0.0]
+    kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
+    rules = [(("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, "Warning: something\n{"))]
+    rules += _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
+    prov = KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules),
+                           sleep=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
+    with pytest.raises(SetupError) as e:
+        prov.up()
+    assert "smoke pod" in str(e.value) and "unreadable answer" in str(e.value)
 
 
 def test_down_deletes_the_cluster_and_our_cluster_info_only(tmp_path):
@@ -341,11 +484,13 @@ def test_collect_logs_exports_kind_logs_and_the_runtime_log(tmp_path):
         (("kind", "export", "logs"), export),
         (("docker", "exec", "-i", NODE, "cat", kind_mod.REAPER_LOG), Result(0, "runtime log line\n")),
         (("docker", "exec", "-i", NODE, "cat", kind_mod.REAPER_SHIM_LOG), Result(1, "No such file")),
+        (("docker", "exec", NODE, "containerd", "config", "dump"), Result(0, dump_v2("reaper-v2", "io.containerd.reaper.v2"))),
     ])
     files = KindProvisioner(cfg, runner=runner).collect_logs(tmp_path / "logs")
     names = sorted(p.relative_to(tmp_path / "logs").as_posix() for p in files)
-    assert names == [f"kind/{NODE}/containerd.log", f"{NODE}-runtime.log"]
-    assert (tmp_path / "logs" / f"{NODE}-runtime.log").read_text() == "runtime log line\n"
+    assert names == [f"kind/{NODE}/containerd.log", f"{NODE}-containerd-config.toml", f"{NODE}-reaper-runtime.log"]
+    assert (tmp_path / "logs" / f"{NODE}-reaper-runtime.log").read_text() == "runtime log line\n"
+    assert "reaper-v2" in (tmp_path / "logs" / f"{NODE}-containerd-config.toml").read_text()
     assert "kind export logs <tmp>/logs/kind --name reaper-ci" in runner.argvs(tmp_path)
 
 
