@@ -21,7 +21,7 @@ from ci.errors import CIError, ToolMissing
 INSTALL_HINTS = {
     "cargo": "install Rust (https://rustup.rs) so that cargo is on PATH",
     "go": "install Go (apt-get install golang, or https://go.dev/dl)",
-    "kind": "install kind (go install sigs.k8s.io/kind@latest)",
+    "kind": "install kind (go install sigs.k8s.io/kind@v0.29.0, the version the workflow pins)",
     "docker": "install Docker and start its daemon",
     "kubectl": "run `nox -s cluster -- up` (it builds kubectl), or install kubectl",
     "containerd": "apt-get install containerd (the local provisioner installs it when run as root)",
