@@ -23,7 +23,7 @@ from ci.cluster import kind as kind_mod
 from ci.cluster import runtime as rt
 from ci.cluster.base import ClusterInfo, info_path
 from ci.cluster.kind import KindProvisioner, Result, render_config, target_triple
-from ci.config import DEFAULT_KIND_NODE_IMAGE, REPO_ROOT, parse
+from ci.config import DEFAULT_KIND_NODE_IMAGE, parse
 from ci.errors import SetupError, ToolMissing
 
 NODE = "reaper-ci-control-plane"
@@ -127,7 +127,7 @@ def test_rendered_config_has_the_reaper_handler_entry(tmp_path):
 
 
 def test_committed_kind_config_is_the_default_rendering(tmp_path):
-    committed = yaml.safe_load((REPO_ROOT / "kind" / "cluster.yaml").read_text())
+    committed = yaml.safe_load(kind_mod.KIND_CONFIG_FILE.read_text())
     assert committed == yaml.safe_load(render_config(_cfg(tmp_path), "reaper"))
 
 
