@@ -17,6 +17,7 @@ run, a usage or internal error of pytest are :class:`CIError` - never a pass.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ RUN_TOKEN_ENV = "REAPER_CI_RUN_TOKEN"
 WORKERS_ENV = "REAPER_CI_K8S_WORKERS"
 SETUP_EXIT = 8  # the suite's exit code for "this cluster cannot run scenarios" (pytest uses 0-5)
 SETUP_ERROR_FILE = "setup-error.txt"  # in the run folder: the suite's one-line reason
+VERDICT_FILE = "verdict.json"  # in the run folder: scenario names by verdict (passed/failed/infrastructure/...)
 JUNIT_NAME = "k8s-junit.xml"
 LOG_NAME = "k8s-scenarios.log"
 
@@ -66,11 +68,21 @@ def pytest_argv(pytest_args: Sequence[str], junit: Path, workers: str = "auto") 
     return argv + list(pytest_args)
 
 
-def verdict(rc: int, setup_line: str | None, junit: Path) -> int:
-    """pytest's exit code -> this phase's (0 or 1), or the error that describes it."""
+def verdict(rc: int, setup_line: str | None, junit: Path, doc: dict | None = None) -> int:
+    """pytest's exit code (and the suite's verdict file) -> this phase's (0 or 1), or the error that
+    describes it. Failures the suite blamed on the cluster only (no scenario failed on the runtime)
+    are a setup error: infrastructure failures are not product failures."""
     if rc == 0:
         return 0
     if rc == 1:
+        doc = doc or {}
+        infra = doc.get("infrastructure") or []
+        if infra and not doc.get("failed") and not doc.get("errors"):
+            raise SetupError(f"setup error (not a product failure): the cluster/node failed under "
+                             f"{len(infra)} scenario(s): {', '.join(infra)} (details: {junit})")
+        if infra:
+            console.error(f"also {len(infra)} infrastructure error(s), not counted as product failures: "
+                          + ", ".join(infra))
         return 1
     if rc == SETUP_EXIT:
         raise SetupError(f"setup error (not a product failure): {(setup_line or 'the cluster cannot run scenarios').strip()}")
@@ -99,10 +111,18 @@ def run(cfg: Config, info_path: Path) -> int:
     result = run_tool(tool(sys.executable), *argv, log=artifacts / LOG_NAME, cwd=REPO_ROOT, env=env,
                       ok_code=range(256), what="pytest tests/k8s")
     rc = int(result.exit_code)
-    setup_file = artifacts / "k8s-run" / token / SETUP_ERROR_FILE
-    setup_line = setup_file.read_text() if setup_file.exists() else None
+    run_dir = artifacts / "k8s-run" / token
+    setup_line = _read(run_dir / SETUP_ERROR_FILE)
+    doc_text = _read(run_dir / VERDICT_FILE)
     console.info(f"scenario suite: pytest exit {rc} after {time.monotonic() - started:.1f}s; JUnit {junit}")
-    return verdict(rc, setup_line, junit)
+    return verdict(rc, setup_line, junit, json.loads(doc_text) if doc_text else None)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ done markers in the run folder), so they see a node that only this run's finishe
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ if str(HERE) not in sys.path:
 
 from ci import console  # noqa: E402
 from ci.cluster.base import CLUSTER_INFO_ENV, ClusterInfo, find_cluster_info  # noqa: E402
-from ci.phases.scenarios import RUN_TOKEN_ENV, SETUP_ERROR_FILE, SETUP_EXIT  # noqa: E402
+from ci.phases.scenarios import RUN_TOKEN_ENV, SETUP_ERROR_FILE, SETUP_EXIT, VERDICT_FILE  # noqa: E402
 from k8s_suite import naming, nodeproc, runstate  # noqa: E402
 from k8s_suite import timeouts as T  # noqa: E402
 
@@ -261,6 +262,10 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     rep = outcome.get_result()
     if not (rep.failed and rep.when in ("setup", "call")):
         return
+    from k8s_suite.kube import InfrastructureError
+
+    if call.excinfo is not None and call.excinfo.errisinstance(InfrastructureError):
+        rep.user_properties.append(("failure_kind", "infrastructure"))
     k = item.stash.get(KUBE_KEY, None)
     notes = item.stash.get(EXTRA_KEY, [])
     ctx = getattr(k, "ctx", None) or item.funcargs.get("ctx")
@@ -291,6 +296,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     outcomes = cfg.stash[OUTCOMES_KEY]
     o = outcomes.setdefault(report.nodeid, runstate.Outcome(report.nodeid))
     detail = runstate.skip_detail(report.longrepr) if report.skipped else ""
+    if ("failure_kind", "infrastructure") in [tuple(p) for p in report.user_properties]:
+        o.infrastructure = True
+        crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or "see the report"
+        detail = "infrastructure: " + crash.splitlines()[0][:240]
     o.add(report.when, report.outcome, report.duration, detail)
 
 
@@ -306,11 +315,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     title = f"Phase 4: Kubernetes scenarios, {runtime}, run {os.environ.get(RUN_TOKEN_ENV)}"
     text = console.table(title, rows)
     skipped = runstate.skipped_lines(rows)
+    doc = runstate.verdict_doc(outcomes.values())
+    config.stash[RUN_KEY].write(VERDICT_FILE, json.dumps(doc, indent=1) + "\n")
+    infra = [f"  {r.name}: {r.detail}" for r in rows if r.detail.startswith("infrastructure:")]
     terminalreporter.write_line("")
-    for line in text.splitlines() + (["Skipped:"] + skipped if skipped else []):
+    for line in (text.splitlines() + (["Skipped:"] + skipped if skipped else [])
+                 + (["Infrastructure errors (the cluster or node failed, not the runtime):"] + infra if infra else [])):
         terminalreporter.write_line(line)
     try:
         console.write_text(_artifacts() / "k8s-summary.txt", text + "\n" + "\n".join(skipped) + "\n")
     except OSError:
         pass
-    console.step_summary(title, rows, note="\n".join(f"- {s.strip()}" for s in skipped))
+    console.step_summary(title, rows, note="\n".join(f"- {s.strip()}" for s in skipped + infra))

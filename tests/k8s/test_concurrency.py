@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from k8s_suite import naming, nodeproc, podstate
+from k8s_suite import naming, nodeproc, podstate, runstate
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
 
@@ -60,23 +60,14 @@ def test_s16_create_delete_stress(node_wide, ctx, kube, evidence):
         podstate.describe(kube.get(nm)) for nm in left)
 
     problems = []
-    ids = {i for e in ctx.run.recorded() if e.get("ns") == kube.ns for i in
-           (e.get("container_ids", []) + [s.get("id") for s in e.get("shims", [])]
-            + [s.get("sandbox_id") for s in e.get("shims", [])]) if i} | kube.seen_ids
+    ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") == kube.ns) | kube.seen_ids
     print(f"{len(ids)} container/sandbox ids seen for the {n} pods")
+    assert ids, "no container or sandbox id was seen for these pods: the leak checks below would prove nothing"
 
-    def settle(what, probe, timeout):
-        end = time.monotonic() + timeout
-        while True:
-            found = probe()
-            if not found or time.monotonic() > end:
-                return found
-            time.sleep(0.5)
-
-    shims = settle("shims", lambda: nodeproc.leftover_shims(ctx.scan_shims(node), ids, kube.ns), T.SHIM_EXIT)
+    shims = _settle(lambda: nodeproc.leftover_shims(ctx.scan_shims(node), ids, kube.ns), T.SHIM_EXIT)
     if shims:
         problems.append(f"{len(shims)} shim(s) of these pods still running: " + "; ".join(s.line() for s in shims))
-    procs = settle("processes", lambda: nodeproc.with_args(ctx.ps(node), marker), T.NODE_PROCESS)
+    procs = _settle(lambda: nodeproc.with_args(ctx.ps(node), marker), T.NODE_PROCESS)
     if procs:
         problems.append(f"{len(procs)} `{' '.join(marker)}` process(es) left: " + "; ".join(p.line() for p in procs))
     zs: list = []
@@ -87,16 +78,45 @@ def test_s16_create_delete_stress(node_wide, ctx, kube, evidence):
         zs = nodeproc.new_zombies(before_procs, now)
         return nodeproc.zombie_report(now, zs) if zs else ""
 
-    report = settle("zombies", new_zombies, T.ZOMBIE_SETTLE)
+    report = _settle(new_zombies, T.ZOMBIE_SETTLE)
     if report:
         problems.append(f"{len(zs)} new zombie(s):\n{report}")
     if before_state is None:
         print(f"runtime {ctx.info.runtime} declares no state folder: state-entry check skipped")
     else:
-        new = settle("state", lambda: sorted(ctx.state_entries(node) - before_state), T.STATE_CLEANUP)
+        def unexplained_entries():
+            new = ctx.state_entries(node) - before_state
+            if not new:
+                return []
+            foreign = _other_namespaces_ids(ctx, node, kube.ns)  # another run's live pods (parallel runs)
+            return sorted(e for e in new if e not in foreign or e in ids)
+
+        new = _settle(unexplained_entries, T.STATE_CLEANUP)
         evidence.append(f"state entries before: {sorted(before_state)}")
         if new:
             ours = [e for e in new if e in ids]
-            problems.append(f"{len(new)} new runtime state entr(y/ies) in {ctx.info.runtime_state_dir} "
-                            f"({len(ours)} named by these pods' ids): {new}")
+            problems.append(f"{len(new)} new runtime state entr(y/ies) in {ctx.info.runtime_state_dir} not "
+                            f"explained by another live pod ({len(ours)} named by these pods' ids): {new}")
     assert not problems, "\n".join(problems)
+
+
+def _settle(probe, timeout: float):
+    """Poll ``probe`` until it returns nothing (settled) or ``timeout`` passes; return its last answer."""
+    end = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if not found or time.monotonic() > end:
+            return found
+        time.sleep(0.5)
+
+
+def _other_namespaces_ids(ctx, node: str, ns: str) -> set[str]:
+    """Container and sandbox ids of pods that exist now in namespaces other than ``ns``."""
+    out: set[str] = set()
+    for p in ctx.list_pods(None).get("items", []):
+        if p["metadata"]["namespace"] != ns:
+            out.update(podstate.container_ids(p))
+    for s in ctx.scan_shims(node):
+        if s.namespace and s.namespace != ns:
+            out.update(i for i in (s.id, s.sandbox_id) if i)
+    return out

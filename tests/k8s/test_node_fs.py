@@ -7,6 +7,7 @@ import re
 import pytest
 
 from k8s_suite import naming
+from k8s_suite.kube import InfrastructureError
 from k8s_suite.manifests import sh
 
 NAMESERVER = re.compile(r"^nameserver\s+\S+")
@@ -27,9 +28,10 @@ def test_s25_resolv_conf(kube):
         node = kube.node_of(pod)
         host = kube.ctx.node.read_file(node, "/etc/resolv.conf") or ""
         if not any(NAMESERVER.match(ln) for ln in host.splitlines()):
-            pytest.fail(f"INFRASTRUCTURE: the pod's /etc/resolv.conf has no nameserver line, and neither has node "
-                        f"{node}'s /etc/resolv.conf (without clusterDNS the kubelet gives pods the node's): fix the "
-                        f"node's DNS configuration; pod's file: {lines[1:]!r}", pytrace=False)
+            raise InfrastructureError(
+                f"the pod's /etc/resolv.conf has no nameserver line, and neither has node {node}'s /etc/resolv.conf "
+                f"(without clusterDNS the kubelet gives pods the node's): fix the node's DNS configuration; "
+                f"pod's file: {lines[1:]!r}")
         pytest.fail(f"the pod's /etc/resolv.conf has no nameserver line (the node's has): {lines[1:]!r}", pytrace=False)
 
 

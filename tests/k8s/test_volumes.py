@@ -80,7 +80,8 @@ def test_s22_readonly_volume(kube):
     sec = kube.name("ro")
     kube.create_secret(m.secret(sec, {"username": "reaper-user"}, token=kube.token, sid=kube.sid))
     name = kube.name("ro")
-    script = ("touch /secrets/newfile; rc=$?; "
+    # touch's error goes to stdout too: one pipe, so the order of the two lines is defined
+    script = ("touch /secrets/newfile 2>&1; rc=$?; "
               "if [ -e /secrets/newfile ]; then echo file-exists; else echo file-absent; fi; exit $rc")
     kube.create(kube.pod("ro", sh(script), volumes=[m.secret_volume("secrets", sec)],
                          mounts=[m.mount("secrets", "/secrets", read_only=True)]))
@@ -89,5 +90,7 @@ def test_s22_readonly_volume(kube):
     lines = kube.log_lines(name)
     assert podstate.phase(pod) == "Failed" and term and term.get("exitCode", 0) != 0, (
         f"touch on a readOnly mount must fail (non-zero exit, pod Failed): {podstate.describe(pod)}; log {lines!r}")
-    assert lines and lines[-1] == "file-absent", f"the file must not exist after the failed write; log {lines!r}"
+    assert len(lines) == 2 and lines[0].startswith("touch: ") and "/secrets/newfile" in lines[0], (
+        f"expected touch's error naming /secrets/newfile, then file-absent; log {lines!r}")
+    assert lines[1] == "file-absent", f"the file must not exist after the refused write; log {lines!r}"
     print(f"write refused: exitCode {term.get('exitCode')}; log {lines!r}")

@@ -99,3 +99,20 @@ def test_step_summary(tmp_path, monkeypatch):
     console.step_summary("Phase 4", rs.rows([o]), note="- S26: skipped")
     text = out.read_text()
     assert "| `S02 exit_code` | ✅ passed | 1.25s |" in text and "- S26: skipped" in text
+
+
+def test_verdict_doc_separates_infrastructure_failures():
+    def o(nodeid, when, res, infra=False):
+        out = rs.Outcome(nodeid)
+        out.add("setup", "passed", 0.1)
+        out.add(when, res, 0.1)
+        out.infrastructure = infra
+        return out
+
+    doc = rs.verdict_doc([o("t::test_s07_large_output", "call", "failed", infra=True),
+                          o("t::test_s02_exit_code", "call", "failed"),
+                          o("t::test_s01_echo_stdout", "call", "passed"),
+                          o("t::test_s05_working_dir", "teardown", "failed")])
+    assert doc == {"passed": ["S01 echo_stdout"], "failed": ["S02 exit_code"], "infrastructure": ["S07 large_output"],
+                   "errors": ["S05 working_dir"], "skipped": []}
+    assert o("t::test_s07_x", "call", "failed", infra=True).result == "error"

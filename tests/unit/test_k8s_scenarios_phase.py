@@ -48,3 +48,13 @@ def test_tokens():
     import re
 
     assert all(re.match(r"^[a-z][a-z0-9]{5}$", sc.new_token()) for _ in range(50))
+
+
+def test_only_infrastructure_failures_are_a_setup_error(tmp_path):
+    j = tmp_path / "j.xml"
+    doc = {"passed": ["S01 echo_stdout"], "failed": [], "errors": [], "infrastructure": ["S07 large_output"]}
+    with pytest.raises(SetupError, match="not a product failure.*S07 large_output"):
+        sc.verdict(1, None, j, doc)
+    mixed = dict(doc, failed=["S02 exit_code"])
+    assert sc.verdict(1, None, j, mixed) == 1
+    assert sc.verdict(1, None, j, None) == 1

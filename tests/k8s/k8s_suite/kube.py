@@ -36,7 +36,12 @@ class WaitError(AssertionError):
     """A wait ran out of time, or its target became unreachable; the message has the last state."""
 
 
-class NodeCommandError(RuntimeError):
+class InfrastructureError(Exception):
+    """The scenario could not be judged because the cluster or the node failed, not the runtime
+    under test (reported as an infrastructure error, separately from scenario failures)."""
+
+
+class NodeCommandError(InfrastructureError, RuntimeError):
     """A command on the node failed (node access itself is broken, not the scenario)."""
 
 

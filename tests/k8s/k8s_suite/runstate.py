@@ -132,6 +132,7 @@ class Outcome:
     phases: dict[str, str] = field(default_factory=dict)  # when -> passed/failed/skipped
     seconds: float = 0.0
     detail: str = ""
+    infrastructure: bool = False  # failed on an InfrastructureError: the cluster/node, not the runtime
 
     def add(self, when: str, outcome: str, duration: float, detail: str = "") -> None:
         self.phases[when] = outcome
@@ -147,10 +148,21 @@ class Outcome:
         if "skipped" in (self.phases.get("setup"), self.phases.get("call")):
             return "skipped"
         if self.phases.get("call") == "failed":
-            return "failed"
+            return "error" if self.infrastructure else "failed"
         if self.phases.get("call") == "passed":
             return "passed"
         return "error"  # started but never reached a verdict (crashed worker, interrupted)
+
+
+def verdict_doc(outcomes: Iterable[Outcome]) -> dict[str, list[str]]:
+    """Scenario names by verdict; ``infrastructure`` are failures the suite blamed on the cluster."""
+    doc: dict[str, list[str]] = {"passed": [], "failed": [], "infrastructure": [], "errors": [], "skipped": []}
+    for o in outcomes:
+        res = o.result
+        key = ("infrastructure" if o.infrastructure and res in ("failed", "error") else
+               {"passed": "passed", "failed": "failed", "skipped": "skipped"}.get(res, "errors"))
+        doc[key].append(row_name(o.nodeid))
+    return {k: sorted(v) for k, v in doc.items()}
 
 
 def row_name(nodeid: str) -> str:
