@@ -44,6 +44,7 @@ class Config:
     runtime: str = "auto"  # auto | reaper | runc
     cluster_name: str = "reaper-ci"
     keep_cluster: bool = False
+    repeat: int = 1  # run the scenario suite this many times on one cluster (flake counting)
     k8s_version: str = DEFAULT_K8S_VERSION
     etcd_version: str = DEFAULT_ETCD_VERSION
     k8s_bin_dir: Path | None = None
@@ -95,6 +96,7 @@ def _parser(prog: str, actions: Sequence[str] = ()) -> _Parser:
     p.add_argument("--runtime", choices=("auto", "reaper", "runc"))
     p.add_argument("--cluster-name")
     p.add_argument("--keep-cluster", action="store_true", default=None)
+    p.add_argument("--repeat")
     p.add_argument("--k8s-version")
     p.add_argument("--etcd-version")
     p.add_argument("--k8s-bin-dir")
@@ -154,6 +156,7 @@ def parse(
         raise UsageError(f"--k8s-bin-dir {bin_dir}: no such directory")
     no_lint = ns.no_lint if ns.no_lint is not None else _truthy(_env(env, "REAPER_NO_LINT"))
     target_timeout = _seconds("--target-timeout", ns.target_timeout or _env(env, "REAPER_TARGET_TIMEOUT"), DEFAULT_TARGET_TIMEOUT)
+    repeat = _count("--repeat", ns.repeat or _env(env, "REAPER_K8S_REPEAT"), 1)
     keep = ns.keep_cluster if ns.keep_cluster is not None else (_env(env, "REAPER_KEEP_CLUSTER") in ("1", "true", "yes"))
     return Config(
         source=source,
@@ -165,6 +168,7 @@ def parse(
         runtime=ns.runtime or _env(env, "REAPER_RUNTIME") or "auto",
         cluster_name=ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci",
         keep_cluster=bool(keep),
+        repeat=repeat,
         k8s_version=ns.k8s_version or _env(env, "REAPER_K8S_VERSION") or DEFAULT_K8S_VERSION,
         etcd_version=ns.etcd_version or _env(env, "REAPER_ETCD_VERSION") or DEFAULT_ETCD_VERSION,
         k8s_bin_dir=Path(bin_dir).resolve() if bin_dir else None,
@@ -184,6 +188,18 @@ def parse(
 
 def _truthy(raw: str | None) -> bool:
     return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _count(flag: str, raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{flag} {raw}: not a whole number") from None
+    if value < 1:
+        raise UsageError(f"{flag} {raw}: must be 1 or more")
+    return value
 
 
 def _seconds(flag: str, raw: str | None, default: float) -> float:

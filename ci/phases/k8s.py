@@ -36,8 +36,11 @@ def run(cfg: Config) -> int:
                 raise SetupError(f"setup error (not a product failure): {e}") from None
         path = info.save(cfg.artifacts / "cluster.json")
         console.info(f"runtime under test: {info.runtime} (shim {info.shim_process}) on {', '.join(info.nodes)}")
-        with console.phase("Phase 4: scenario suite (tests/k8s)"):
-            rc = scenarios.run(cfg, path)
+        if cfg.repeat > 1:
+            rc = scenarios.run_repeated(cfg, path)
+        else:
+            with console.phase("Phase 4: scenario suite (tests/k8s)"):
+                rc = scenarios.run(cfg, path)
         return rc
     except SetupError:
         rc = EXIT_SETUP

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -95,14 +96,30 @@ def verdict(rc: int, setup_line: str | None, junit: Path, doc: dict | None = Non
     raise CIError(f"scenario suite: pytest internal error (exit {rc}); see the log")
 
 
-def run(cfg: Config, info_path: Path) -> int:
+def run(cfg: Config, info_path: Path, token: str | None = None) -> int:
     """Run tests/k8s against the cluster described by ``info_path``; 0 passed, 1 failures."""
+    once = _run_once(cfg, info_path, token)
+    return verdict(once.rc, once.setup_line, once.junit, once.doc)
+
+
+@dataclass(frozen=True)
+class Once:
+    """One run of the suite: pytest's exit code, the suite's verdict file, where its reports are."""
+    token: str
+    rc: int
+    doc: dict | None
+    setup_line: str | None
+    junit: Path
+    seconds: float
+
+
+def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
     from ci.tools import run as run_tool, tool
 
     artifacts = cfg.artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
     junit = artifacts / JUNIT_NAME
-    token = os.environ.get(RUN_TOKEN_ENV) or new_token()
+    token = token or os.environ.get(RUN_TOKEN_ENV) or new_token()
     env = {CLUSTER_INFO_ENV: str(Path(info_path).resolve()), "CI_ARTIFACTS_DIR": str(artifacts),
            RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1"}
     argv = ["-m", "pytest", *pytest_argv(cfg.pytest_args, junit, os.environ.get(WORKERS_ENV, "auto"))]
@@ -111,11 +128,76 @@ def run(cfg: Config, info_path: Path) -> int:
     result = run_tool(tool(sys.executable), *argv, log=artifacts / LOG_NAME, cwd=REPO_ROOT, env=env,
                       ok_code=range(256), what="pytest tests/k8s")
     rc = int(result.exit_code)
+    seconds = time.monotonic() - started
     run_dir = artifacts / "k8s-run" / token
-    setup_line = _read(run_dir / SETUP_ERROR_FILE)
     doc_text = _read(run_dir / VERDICT_FILE)
-    console.info(f"scenario suite: pytest exit {rc} after {time.monotonic() - started:.1f}s; JUnit {junit}")
-    return verdict(rc, setup_line, junit, json.loads(doc_text) if doc_text else None)
+    console.info(f"scenario suite: pytest exit {rc} after {seconds:.1f}s; JUnit {junit}")
+    return Once(token, rc, json.loads(doc_text) if doc_text else None, _read(run_dir / SETUP_ERROR_FILE), junit, seconds)
+
+
+REPEAT_DIR = "k8s-repeat"
+RESULTS = ("passed", "failed", "errors", "infrastructure", "skipped")
+
+
+def run_repeated(cfg: Config, info_path: Path) -> int:
+    """``--repeat N``: the suite N times in a row on one cluster, each run with a fresh token and its
+    own reports in ``<artifacts>/k8s-repeat/run-NN/``; then one table of how often each scenario
+    passed or failed, with the flaky ones (passed in some runs, failed in others) named.
+    A setup error ends the series; 0 only when every run passed."""
+    times = cfg.repeat
+    base = cfg.artifacts / REPEAT_DIR
+    runs: list[Once] = []
+    for i in range(1, times + 1):
+        sub = cfg.with_(artifacts=base / f"run-{i:02d}")
+        with console.phase(f"Phase 4: scenario suite, run {i} of {times}"):
+            once = _run_once(sub, info_path, new_token())
+        runs.append(once)
+        try:
+            verdict(once.rc, once.setup_line, once.junit, once.doc)
+        except SetupError:
+            _repeat_report(cfg, runs, times)
+            raise
+        except CIError as e:
+            console.error(f"run {i}: {e}")
+    return _repeat_report(cfg, runs, times)
+
+
+def repeat_table(runs: Sequence[Once]) -> tuple[str, dict]:
+    """Per scenario: how many runs it passed, failed (incl. errors), blamed on the cluster, skipped."""
+    counts: dict[str, dict[str, int]] = {}
+    for once in runs:
+        for key in RESULTS:
+            for name in (once.doc or {}).get(key, []):
+                counts.setdefault(name, dict.fromkeys(RESULTS, 0))[key] += 1
+    flaky = sorted(n for n, c in counts.items() if c["passed"] and (c["failed"] or c["errors"]))
+    failing = sorted(n for n, c in counts.items() if not c["passed"] and (c["failed"] or c["errors"]))
+    broken_runs = [o.token for o in runs if o.doc is None]
+    width = max([len(n) for n in counts] + [8])
+    lines = [f"{'Scenario'.ljust(width)}  {'passed':>6}  {'failed':>6}  {'infra':>5}  {'skipped':>7}",
+             f"{'-' * width}  {'-' * 6}  {'-' * 6}  {'-' * 5}  {'-' * 7}"]
+    for name in sorted(counts, key=lambda n: (n.split(" ", 1)[0], n)):
+        c = counts[name]
+        lines.append(f"{name.ljust(width)}  {c['passed']:>6}  {c['failed'] + c['errors']:>6}  "
+                     f"{c['infrastructure']:>5}  {c['skipped']:>7}")
+    green = sum(1 for o in runs if o.rc == 0)
+    lines.append(f"{len(runs)} run(s): {green} all green; {len(flaky)} flaky scenario(s)"
+                 + (f" ({', '.join(flaky)})" if flaky else "")
+                 + f"; {len(failing)} failing in every run" + (f" ({', '.join(failing)})" if failing else "")
+                 + (f"; {len(broken_runs)} run(s) without a verdict ({', '.join(broken_runs)})" if broken_runs else ""))
+    doc = {"runs": [{"token": o.token, "exit": o.rc, "seconds": round(o.seconds, 1), "verdict": o.doc} for o in runs],
+           "scenarios": counts, "flaky": flaky, "failing": failing}
+    return "\n".join(lines), doc
+
+
+def _repeat_report(cfg: Config, runs: Sequence[Once], times: int) -> int:
+    text, doc = repeat_table(runs)
+    secs = [o.seconds for o in runs]
+    title = (f"Phase 4 repeated: {len(runs)} of {times} run(s), suite wall time min {min(secs):.1f}s / "
+             f"max {max(secs):.1f}s / total {sum(secs):.1f}s")
+    print("\n" + title + "\n" + text, flush=True)
+    console.write_text(cfg.artifacts / "k8s-repeat-summary.txt", title + "\n" + text + "\n")
+    console.write_text(cfg.artifacts / "k8s-repeat.json", json.dumps(doc, indent=1) + "\n")
+    return 0 if runs and all(o.rc == 0 for o in runs) and len(runs) == times else 1
 
 
 def _read(path: Path) -> str | None:

@@ -107,3 +107,15 @@ def test_source_that_is_a_file(tmp_path):
     f.write_text("")
     with pytest.raises(UsageError, match="not a directory"):
         parse(["--source", str(f)], cwd=tmp_path)
+
+
+def test_repeat_flag_and_env(tmp_path):
+    assert parse([], env={}, cwd=tmp_path).repeat == 1
+    assert parse(["--repeat", "10"], env={}, cwd=tmp_path).repeat == 10
+    assert parse([], env={"REAPER_K8S_REPEAT": "4"}, cwd=tmp_path).repeat == 4
+
+
+@pytest.mark.parametrize("raw,needle", [("0", "1 or more"), ("-2", "1 or more"), ("ten", "not a whole number")])
+def test_bad_repeat(raw, needle, tmp_path):
+    with pytest.raises(UsageError, match=needle):
+        parse(["--repeat", raw], env={}, cwd=tmp_path)

@@ -58,3 +58,64 @@ def test_only_infrastructure_failures_are_a_setup_error(tmp_path):
     mixed = dict(doc, failed=["S02 exit_code"])
     assert sc.verdict(1, None, j, mixed) == 1
     assert sc.verdict(1, None, j, None) == 1
+
+
+def _once(token, rc, doc, seconds=10.0):
+    return sc.Once(token=token, rc=rc, doc=doc, setup_line=None, junit=sc.Path("j.xml"), seconds=seconds)
+
+
+def test_repeat_table_counts_flaky_and_always_failing():
+    green = {"passed": ["S01 echo_stdout", "S02 exit_code"], "failed": [], "errors": [], "infrastructure": [],
+             "skipped": ["S26 overlay_sharing"]}
+    flake = dict(green, passed=["S01 echo_stdout"], failed=["S02 exit_code"])
+    text, doc = sc.repeat_table([_once("a", 0, green), _once("b", 1, flake), _once("c", 0, green)])
+    rows = {l.split("  ")[0].strip(): l.split()[-4:] for l in text.splitlines()[2:-1]}
+    assert rows["S01 echo_stdout"] == ["3", "0", "0", "0"]
+    assert rows["S02 exit_code"] == ["2", "1", "0", "0"]
+    assert rows["S26 overlay_sharing"] == ["0", "0", "0", "3"]
+    assert doc["flaky"] == ["S02 exit_code"] and doc["failing"] == []
+    assert text.splitlines()[-1].startswith("3 run(s): 2 all green; 1 flaky scenario(s) (S02 exit_code); 0 failing")
+
+
+def test_repeat_table_names_runs_without_a_verdict_and_constant_failures():
+    bad = {"passed": [], "failed": ["S03 command_not_found"], "errors": [], "infrastructure": [], "skipped": []}
+    text, doc = sc.repeat_table([_once("a", 1, bad), _once("b", 2, None)])
+    assert doc["failing"] == ["S03 command_not_found"]
+    assert "1 run(s) without a verdict (b)" in text.splitlines()[-1]
+
+
+def test_repeated_exit_status(tmp_path, monkeypatch):
+    from ci.config import parse
+
+    cfg = parse(["--repeat", "3", "--artifacts", str(tmp_path)], env={}, cwd=tmp_path)
+    ok = {"passed": ["S01 echo_stdout"], "failed": [], "errors": [], "infrastructure": [], "skipped": []}
+    seen = []
+
+    def fake_once(sub, info, token):
+        seen.append((sub.artifacts, token))
+        return _once(token, 0, ok)
+
+    monkeypatch.setattr(sc, "_run_once", fake_once)
+    assert sc.run_repeated(cfg, tmp_path / "cluster.json") == 0
+    assert [a.name for a, _ in seen] == ["run-01", "run-02", "run-03"]
+    assert len({t for _, t in seen}) == 3, "each run needs its own token"
+    assert "3 run(s): 3 all green; 0 flaky" in (tmp_path / "k8s-repeat-summary.txt").read_text()
+    results = iter([0, 1, 0])
+    monkeypatch.setattr(sc, "_run_once", lambda sub, info, token: _once(token, next(results), ok))
+    assert sc.run_repeated(cfg, tmp_path / "cluster.json") == 1
+
+
+def test_repeat_stops_at_a_setup_error(tmp_path, monkeypatch):
+    from ci.config import parse
+
+    cfg = parse(["--repeat", "5", "--artifacts", str(tmp_path)], env={}, cwd=tmp_path)
+    calls = []
+
+    def fake_once(sub, info, token):
+        calls.append(token)
+        return sc.Once(token, sc.SETUP_EXIT, None, "setup error: API server gone", sc.Path("j"), 1.0)
+
+    monkeypatch.setattr(sc, "_run_once", fake_once)
+    with pytest.raises(SetupError, match="API server gone"):
+        sc.run_repeated(cfg, tmp_path / "cluster.json")
+    assert len(calls) == 1
