@@ -8,7 +8,7 @@ from k8s_suite.manifests import sh
 def test_s23_uid_gid(kube):
     name = kube.name("ids")
     kube.create(kube.pod("ids", sh("id -u; id -g"), pod_security={"runAsUser": 1000, "runAsGroup": 1000}))
-    kube.wait_phase(name, "Succeeded")
+    kube.wait_exited(name)
     lines = kube.log_lines(name)
     assert lines == ["1000", "1000"], f"id -u / id -g: expected ['1000', '1000'], got {lines!r}"
 
@@ -20,7 +20,7 @@ def test_s24_privilege_drop(kube):
     kube.create(kube.pod("drop", sh(f"id -u; id -g; if touch {target} 2>/dev/null; then echo write-succeeded; "
                                     f"rm -f {target}; else echo write-denied; fi"),
                          pod_security={"runAsUser": 1001, "runAsGroup": 1001}))
-    kube.wait_phase(name, "Succeeded")
+    kube.wait_exited(name)
     lines = kube.log_lines(name)
     assert lines == ["1001", "1001", "write-denied"], (
         f"expected ['1001', '1001', 'write-denied'] (ids dropped, root-only write refused), got {lines!r}")

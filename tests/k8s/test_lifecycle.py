@@ -45,7 +45,7 @@ def test_s04_env_vars(kube):
     # printf instead of printenv: Debian's busybox (the suite's image) has no printenv applet
     kube.create(kube.pod("env", sh('printf "%s\\n" "$MY_VAR" "$EQ_VAR"'),
                          env={"MY_VAR": "reaper-env-ok", "EQ_VAR": "a=b=c"}))
-    kube.wait_phase(name, "Succeeded")
+    kube.wait_exited(name)
     lines = kube.log_lines(name)
     assert lines == ["reaper-env-ok", "a=b=c"], f"MY_VAR, EQ_VAR: expected ['reaper-env-ok', 'a=b=c'], got {lines!r}"
 
@@ -53,6 +53,6 @@ def test_s04_env_vars(kube):
 def test_s05_working_dir(kube):
     name = kube.name("cwd")
     kube.create(kube.pod("cwd", ["pwd"], working_dir="/tmp"))
-    kube.wait_phase(name, "Succeeded")
+    kube.wait_exited(name)
     lines = kube.log_lines(name)
     assert lines == ["/tmp"], f"pwd: expected ['/tmp'], got {lines!r}"

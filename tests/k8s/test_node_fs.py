@@ -17,7 +17,7 @@ def test_s25_resolv_conf(kube):
     name = kube.name("dns")
     kube.create(kube.pod("dns", sh("if [ -f /etc/resolv.conf ]; then echo \"--- $(wc -c < /etc/resolv.conf) bytes\"; "
                                    "cat /etc/resolv.conf; else echo '--- missing'; fi")))
-    pod = kube.wait_phase(name, "Succeeded")
+    pod = kube.wait_exited(name)
     lines = kube.log_lines(name)
     assert lines and lines[0] != "--- missing", f"/etc/resolv.conf does not exist in the pod; log {lines!r}"
     m = re.match(r"^--- (\d+) bytes$", lines[0] if lines else "")
@@ -41,12 +41,12 @@ def test_s26_overlay_sharing(kube):
     content = f"overlay-works-{kube.token}"
     writer = kube.name("writer")
     pod = kube.create(kube.pod("writer", sh(f"echo {content} > {path} && cat {path}")))
-    pod = kube.wait_phase(writer, "Succeeded")
+    pod = kube.wait_exited(writer)
     assert kube.log_lines(writer) == [content], f"writer could not write and read back {path}"
     node = kube.node_of(pod)
     reader = kube.name("reader")
     kube.create(kube.pod("reader", ["cat", path], node_name=node))
-    kube.wait_phase(reader, "Succeeded")
+    kube.wait_exited(reader)
     lines = kube.log_lines(reader)
     assert lines == [content], f"reader (same namespace, node {node}): expected [{content!r}], got {lines!r}"
 
@@ -56,7 +56,7 @@ def test_s27_host_protection(kube):
     content = f"must-not-reach-host-{kube.token}"
     name = kube.name("writer")
     kube.create(kube.pod("writer", sh(f"echo {content} > {path} && cat {path}")))
-    pod = kube.wait_phase(name, "Succeeded")
+    pod = kube.wait_exited(name)
     assert kube.log_lines(name) == [content], f"the pod could not write and read back {path}"
     node = kube.node_of(pod)
     # positive control: node access sees files in /tmp (a file we put there ourselves)

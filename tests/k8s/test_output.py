@@ -15,7 +15,7 @@ def test_s06_stderr(kube):
         kube.container("both", sh("echo stdout-ok; echo stderr-ok >&2")),
         kube.container("erronly", sh("echo stderr-only >&2")),
     ]))
-    kube.wait_phase(name, "Succeeded")
+    kube.wait_exited(name)
     both = kube.log_lines(name, "both")
     # two pipes: their relative order in the log is not defined, their content is
     assert sorted(both) == ["stderr-ok", "stdout-ok"], f"container 'both': expected stdout-ok and stderr-ok, got {both!r}"
@@ -28,7 +28,7 @@ def test_s07_large_output(kube):
     name = kube.name("seq")
     n = 20000
     kube.create(kube.pod("seq", ["seq", "1", str(n)]))
-    pod = kube.wait_phase(name, "Succeeded")
+    pod = kube.wait_exited(name)
     text = kube.logs(name)
     lines = text.split("\n")
     if lines and lines[-1] == "":

@@ -78,3 +78,26 @@ def test_parse_time():
     t = ps.parse_time("2026-01-01T00:00:30Z")
     assert (t - ps.parse_time("2026-01-01T00:00:00Z")).total_seconds() == 30
     assert ps.parse_time(None) is None
+
+
+def _two(states, spec_containers=2, phase="Pending"):
+    return {"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": f"c{i}"} for i in range(spec_containers)]},
+            "status": {"phase": phase, "containerStatuses": [{"name": f"c{i}", "state": s} for i, s in enumerate(states)]}}
+
+
+def test_all_exited_needs_every_container_of_the_spec_terminated():
+    done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    run = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    assert ps.all_exited(_two([done, done])) is True  # phase still Pending: the sandbox has not stopped
+    assert ps.all_exited(_two([done, run])) is False
+    assert ps.all_exited(_two([done])) is False, "a container with no status yet has not exited"
+    assert ps.all_exited(_two([], spec_containers=0)) is False
+    assert ps.all_exited(None) is False
+
+
+def test_nonzero_exits_are_named():
+    ok = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    bad = {"terminated": {"exitCode": 3, "reason": "Error"}}
+    assert ps.nonzero_exits(_two([ok, ok])) == []
+    assert ps.nonzero_exits(_two([ok, bad])) == ["c1: exitCode 3 (Error)"]

@@ -425,6 +425,22 @@ class Kube:
         return self.wait(name, podstate.phase_in(*phases), f"phase {'/'.join(phases)}", timeout,
                          stop=podstate.stop_unless(phases))
 
+    def wait_exited(self, name: str, timeout: float = T.POD_FINISH, *, require_zero: bool = True) -> Pod:
+        """Wait until every container of the pod has exited, and (``require_zero``) require exit code 0 of each.
+
+        For scenarios whose check is the containers' output, not the pod's phase: the phase
+        (Succeeded/Failed) is what S01-S03 and S15 assert; a runtime whose sandbox never stops
+        keeps a pod out of its terminal phase after its containers exited, and that must not hide
+        what an output scenario checks. Stops early when the pod turns Failed.
+        """
+        pod = self.wait(name, podstate.all_exited, "every container exited", timeout,
+                        stop=podstate.stop_unless(("Succeeded",) if require_zero else podstate.TERMINAL))
+        if not require_zero:
+            return pod
+        bad = podstate.nonzero_exits(pod)
+        assert not bad, f"{self.ns}/{name}: container(s) did not exit 0: {'; '.join(bad)}: {podstate.describe(pod)}"
+        return pod
+
     def wait_running(self, name: str, container: str | None = None, timeout: float = T.POD_START) -> Pod:
         return self.wait(name, podstate.container_running(container), "container running", timeout,
                          stop=podstate.stop_unless(("Running",)))

@@ -143,6 +143,25 @@ def container_terminated(name: str | None = None) -> Condition:
     return lambda pod: terminated(pod, name) is not None
 
 
+def all_exited(pod: Pod | None) -> bool:
+    """Every regular container of the pod (as many as its spec has) is in state terminated."""
+    if pod is None:
+        return False
+    want = len((pod.get("spec") or {}).get("containers") or [])
+    regular = list((pod.get("status") or {}).get("containerStatuses") or [])
+    return want > 0 and len(regular) == want and all((cs.get("state") or {}).get("terminated") for cs in regular)
+
+
+def nonzero_exits(pod: Pod | None) -> list[str]:
+    """``name: exitCode N (reason)`` for every regular container that did not exit 0."""
+    out = []
+    for cs in (pod or {}).get("status", {}).get("containerStatuses") or []:
+        t = (cs.get("state") or {}).get("terminated") or {}
+        if t.get("exitCode") != 0:
+            out.append(f"{cs.get('name')}: exitCode {t.get('exitCode')!r} ({t.get('reason')})")
+    return out
+
+
 def container_running(name: str | None = None) -> Condition:
     return lambda pod: pod is not None and phase(pod) == "Running" and running(pod, name) is not None
 
