@@ -48,9 +48,12 @@ def test_s11_sigterm_graceful(kube):
     finished = podstate.parse_time(term.get("finishedAt"))
     took = (finished - requested).total_seconds() + asked
     assert asked == grace, f"delete used grace period {asked}s, expected {grace}s"
-    assert took < grace / 2 and observed < grace / 2, (
-        f"the container ended {took:.0f}s (server clock) / {observed:.1f}s (observed) after the delete: not well "
-        f"before the {grace}s grace period, so SIGKILL may have ended it: {podstate.describe(pod)}")
+    # Decided on the server's clock (the delete's time vs the container's finishedAt): how long this
+    # test took to *see* the terminated state is the kubelet's status latency, not the runtime's
+    # signal delivery (a runtime whose sandbox stop hangs delays the status by tens of seconds).
+    assert -2 <= took < grace / 2, (
+        f"the container ended {took:.0f}s (server clock) after the delete (seen {observed:.1f}s after it): not "
+        f"well before the {grace}s grace period, so SIGKILL may have ended it: {podstate.describe(pod)}")
     print(f"SIGTERM handled: container ended {took:.0f}s after the delete (observed {observed:.1f}s), exitCode 0")
 
 
