@@ -1377,7 +1377,7 @@ class LocalProvisioner(Provisioner):
                 head += f"; API unreachable ({type(e).__name__})"
         else:
             head += " no cluster recorded (cluster.json absent)"
-        return "\n".join([head, *lines])
+        return "\n".join([head, *lines, *footprint_lines(describe_leftovers(self.lay.state, self.lay.run))])
 
     def collect_logs(self, dest: Path) -> list[Path]:
         dest.mkdir(parents=True, exist_ok=True)
@@ -1417,6 +1417,18 @@ class LocalProvisioner(Provisioner):
             (dest / name).write_text(text)
             out.append(dest / name)
         return out
+
+
+def footprint_lines(left: dict[str, list[str]], most: int = 8) -> list[str]:
+    """``status``'s account of what the cluster has on the host (after ``down``: "nothing")."""
+    if not any(left.values()):
+        return ["  on this host: nothing (no process, mount, link, netns, iptables chain, cgroup or folder of ours)"]
+    out = ["  on this host: " + ", ".join(f"{len(v)} {k}" for k, v in left.items() if v)]
+    for kind, items in left.items():
+        out += [f"    {kind}: {item}" for item in items[:most]]
+        if len(items) > most:
+            out.append(f"    {kind}: ... and {len(items) - most} more")
+    return out
 
 
 def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]:

@@ -129,3 +129,16 @@ def test_smoke_verdict_not_yet_reports_the_state(status):
 def test_smoke_verdict_failure_raises(status, needle):
     with pytest.raises(SetupError, match=needle):
         local.smoke_verdict(status, "reaper-v2")
+
+
+def test_footprint_lines_say_nothing_or_list_what_is_left():
+    from ci.cluster.local import footprint_lines
+
+    empty = {"processes": [], "mounts": [], "links": [], "dirs": []}
+    assert footprint_lines(empty) == [
+        "  on this host: nothing (no process, mount, link, netns, iptables chain, cgroup or folder of ours)"]
+    left = dict(empty, processes=[f"{i} kubelet" for i in range(10)], links=["rci0"])
+    lines = footprint_lines(left, most=3)
+    assert lines[0] == "  on this host: 10 processes, 1 links"
+    assert lines[1:4] == ["    processes: 0 kubelet", "    processes: 1 kubelet", "    processes: 2 kubelet"]
+    assert lines[4] == "    processes: ... and 7 more" and lines[5] == "    links: rci0"
