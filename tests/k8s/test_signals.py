@@ -36,11 +36,12 @@ def test_s11_sigterm_graceful(kube):
     term = podstate.terminated(pod)
     lines = log_lines(follower.text)
     # A runtime that signals the whole process group (reaper's design; S12 demands the group dies)
-    # also ends the foreground `sleep 1`, and busybox sh reports it as "Terminated" before the trap
-    # runs: that exact line, and only it, may stand between the two.
-    assert lines[:1] == ["ready"] and lines[-1:] == ["SIGTERM-received"] and set(lines[1:-1]) <= {"Terminated"}, (
-        f"log: expected ['ready', 'SIGTERM-received'] (with at most the shell's 'Terminated' for its killed "
-        f"foreground child between them), got {lines!r} (stream: {follower.error or 'ended'})")
+    # also ends the foreground `sleep 1`, and busybox sh reports it as "Terminated" on stderr: that
+    # exact line, once, may appear anywhere (stderr and stdout are two pipes, their order is not defined).
+    core = [ln for ln in lines if ln != "Terminated"]
+    assert core == ["ready", "SIGTERM-received"] and len(lines) - len(core) <= 1, (
+        f"log: expected ['ready', 'SIGTERM-received'] (plus at most the shell's 'Terminated' for its killed "
+        f"foreground child), got {lines!r} (stream: {follower.error or 'ended'})")
     assert term.get("exitCode") == 0, f"exitCode: expected 0 (trap ran), got {term.get('exitCode')!r}: {podstate.describe(pod)}"
     # the delete answer carries deletionTimestamp = request time + grace (server clock, like finishedAt)
     requested = podstate.parse_time(answer["metadata"]["deletionTimestamp"])
