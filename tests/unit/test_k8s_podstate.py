@@ -101,3 +101,13 @@ def test_nonzero_exits_are_named():
     bad = {"terminated": {"exitCode": 3, "reason": "Error"}}
     assert ps.nonzero_exits(_two([ok, ok])) == []
     assert ps.nonzero_exits(_two([ok, bad])) == ["c1: exitCode 3 (Error)"]
+
+
+def test_stuck_after_exit_explains_a_pod_held_by_its_sandbox():
+    done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    run = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    hint = ps.stuck_after_exit(_two([done, done], phase="Running"))
+    assert hint.startswith("every container has exited but the pod is still Running") and "StopPodSandbox" in hint
+    assert ps.stuck_after_exit(_two([done, done], phase="Succeeded")) == ""
+    assert ps.stuck_after_exit(_two([done, run], phase="Running")) == ""
+    assert ps.stuck_after_exit(None) == ""

@@ -422,8 +422,14 @@ class Kube:
 
     def wait_phase(self, name: str, *phases: str, timeout: float = T.POD_FINISH) -> Pod:
         """Wait for one of ``phases``; stops early on another terminal phase or a hopeless waiting reason."""
-        return self.wait(name, podstate.phase_in(*phases), f"phase {'/'.join(phases)}", timeout,
-                         stop=podstate.stop_unless(phases))
+        try:
+            return self.wait(name, podstate.phase_in(*phases), f"phase {'/'.join(phases)}", timeout,
+                             stop=podstate.stop_unless(phases))
+        except WaitError as e:
+            hint = podstate.stuck_after_exit(self.get(name))
+            if hint:
+                raise WaitError(f"{e}\n{hint}") from None
+            raise
 
     def wait_exited(self, name: str, timeout: float = T.POD_FINISH, *, require_zero: bool = True) -> Pod:
         """Wait until every container of the pod has exited, and (``require_zero``) require exit code 0 of each.

@@ -152,6 +152,15 @@ def all_exited(pod: Pod | None) -> bool:
     return want > 0 and len(regular) == want and all((cs.get("state") or {}).get("terminated") for cs in regular)
 
 
+def stuck_after_exit(pod: Pod | None) -> str:
+    """Why a pod whose containers all exited is not in a terminal phase ('' when that is not the case)."""
+    if not all_exited(pod) or phase(pod) in TERMINAL:
+        return ""
+    return (f"every container has exited but the pod is still {phase(pod)}: the kubelet reports a terminal phase "
+            "only once the pod sandbox has stopped, so the runtime's StopPodSandbox has not finished (look for "
+            "KillPodSandbox / StopPodSandbox errors in the kubelet and containerd logs below)")
+
+
 def nonzero_exits(pod: Pod | None) -> list[str]:
     """``name: exitCode N (reason)`` for every regular container that did not exit 0."""
     out = []
