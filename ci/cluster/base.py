@@ -36,6 +36,7 @@ class ClusterInfo:
     component_logs: dict = field(default_factory=dict)  # name -> host path (local) or node path (kind)
     source: str | None = None  # Cargo workspace the runtime was built from
     source_commit: str | None = None
+    runtime_build: str | None = None  # sha256 over the installed shim + runtime binaries (reaper), None for runc
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -933,8 +933,7 @@ class LocalProvisioner(Provisioner):
 
     def _reuse(self, runtime: str, built: rt.Built | None) -> ClusterInfo | None:
         """The recorded cluster, when every component runs, the API and node are Ready and the
-        runtime matches; binaries of a changed build are re-installed in place (the next shim
-        started uses them)."""
+        runtime matches, down to the build of its binaries (a changed build gets a fresh cluster)."""
         if not self.lay.info.is_file():
             return None
         try:
@@ -943,6 +942,12 @@ class LocalProvisioner(Provisioner):
             return None
         if info.runtime != runtime or info.runtime_class != self.cfg.runtime_class or info.image != self.cfg.image:
             console.info(f"recorded cluster serves {info.runtime}/{info.runtime_class}; {runtime}/{self.cfg.runtime_class} wanted")
+            return None
+        if built is not None and info.runtime_build != built.digest():
+            # reaper keeps node-wide state across pods (its shared mount namespace and overlay); a
+            # different build must not inherit the old build's (a newer reaper refuses to adopt it)
+            console.info(f"the runtime build changed ({(info.runtime_build or 'unknown')[:12]} -> {built.digest()[:12]}): "
+                         "recreating the cluster so the new build starts from a clean node")
             return None
         dead = [c for c in COMPONENTS if not pid_alive(self.lay.pidfile(c))]
         if dead:
@@ -954,8 +959,6 @@ class LocalProvisioner(Provisioner):
         except SetupError as e:
             console.info(f"recorded cluster is not healthy: {e}")
             return None
-        if built is not None:
-            self._install_runtime(built)
         info = info.__class__(**{**json.loads(info.to_json()), "nodes": tuple(info.nodes),
                                  "source": str(self.cfg.source) if self.cfg.source else None,
                                  "source_commit": rt.source_commit(self.cfg.source)})
@@ -1024,6 +1027,7 @@ class LocalProvisioner(Provisioner):
             component_logs=self._component_logs(runtime),
             source=str(cfg.source) if cfg.source else None,
             source_commit=rt.source_commit(cfg.source),
+            runtime_build=built.digest() if built is not None else None,
         )
         self._smoke(info)
         info.save(lay.info)

@@ -142,3 +142,28 @@ def test_footprint_lines_say_nothing_or_list_what_is_left():
     assert lines[0] == "  on this host: 10 processes, 1 links"
     assert lines[1:4] == ["    processes: 0 kubelet", "    processes: 1 kubelet", "    processes: 2 kubelet"]
     assert lines[4] == "    processes: ... and 7 more" and lines[5] == "    links: rci0"
+
+
+def test_a_changed_runtime_build_is_never_reused(prov, tmp_path, monkeypatch):
+    from ci.cluster import runtime as rt
+    from ci.cluster.base import ClusterInfo
+
+    def built(content: bytes) -> rt.Built:
+        d = tmp_path / content.decode()
+        d.mkdir()
+        (d / "shim").write_bytes(content)
+        (d / "runtime").write_bytes(content)
+        return rt.Built(d / "shim", d / "runtime")
+
+    old, new = built(b"old"), built(b"new")
+    info = ClusterInfo(provisioner="local", name="reaper-ci", kubeconfig="k", runtime="reaper", runtime_class="reaper-v2",
+                       shim_process="containerd-shim-reaper-v2", nodes=("vm",), image=prov.cfg.image,
+                       node_access="local", runtime_build=old.digest())
+    info.save(prov.lay.info)
+    # every component alive and the API healthy: only the build decides
+    monkeypatch.setattr(local, "pid_alive", lambda path: 4242)
+    monkeypatch.setattr(prov, "_wait", lambda *a, **k: None)
+    monkeypatch.setattr(rt, "source_commit", lambda source: None)
+    assert prov._reuse("reaper", new) is None
+    reused = prov._reuse("reaper", old)
+    assert reused is not None and reused.runtime_build == old.digest()
