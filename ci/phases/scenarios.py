@@ -145,8 +145,9 @@ RESULTS = ("passed", "failed", "errors", "infrastructure", "skipped")
 def run_repeated(cfg: Config, info_path: Path) -> int:
     """``--repeat N``: the suite N times in a row on one cluster, each run with a fresh token and its
     own reports in ``<artifacts>/k8s-repeat/run-NN/``; then one table of how often each scenario
-    passed or failed, with the flaky ones (passed in some runs, failed in others) named.
-    A setup error ends the series; 0 only when every run passed."""
+    passed, failed or failed on the cluster (infrastructure), with the flaky ones (passed in some
+    runs, failed in others) named. A cluster that cannot run scenarios at all ends the series.
+    0 only when every run passed; a setup error when every failure was blamed on the cluster."""
     times = cfg.repeat
     base = cfg.artifacts / REPEAT_DIR
     runs: list[Once] = []
@@ -155,14 +156,19 @@ def run_repeated(cfg: Config, info_path: Path) -> int:
         with console.phase(f"Phase 4: scenario suite, run {i} of {times}"):
             once = _run_once(sub, info_path, new_token())
         runs.append(once)
+        if once.rc == SETUP_EXIT:  # the cluster cannot run scenarios at all: no point in going on
+            _repeat_report(cfg, runs, times)
+            verdict(once.rc, once.setup_line, once.junit, once.doc)
         try:
             verdict(once.rc, once.setup_line, once.junit, once.doc)
-        except SetupError:
-            _repeat_report(cfg, runs, times)
-            raise
-        except CIError as e:
+        except CIError as e:  # scenarios failed on the cluster (infrastructure) or pytest broke: counted, go on
             console.error(f"run {i}: {e}")
-    return _repeat_report(cfg, runs, times)
+    rc = _repeat_report(cfg, runs, times)
+    product = [o.token for o in runs if o.rc != 0 and (o.doc is None or o.doc.get("failed") or o.doc.get("errors"))]
+    if rc and not product:
+        raise SetupError(f"setup error (not a product failure): every failure in the {times} runs was blamed on the "
+                         f"cluster/node (see {cfg.artifacts / 'k8s-repeat-summary.txt'})")
+    return rc
 
 
 def repeat_table(runs: Sequence[Once]) -> tuple[str, dict]:
@@ -183,9 +189,12 @@ def repeat_table(runs: Sequence[Once]) -> tuple[str, dict]:
         lines.append(f"{name.ljust(width)}  {c['passed']:>6}  {c['failed'] + c['errors']:>6}  "
                      f"{c['infrastructure']:>5}  {c['skipped']:>7}")
     green = sum(1 for o in runs if o.rc == 0)
+    infra = {n: c["infrastructure"] for n, c in counts.items() if c["infrastructure"]}
     lines.append(f"{len(runs)} run(s): {green} all green; {len(flaky)} flaky scenario(s)"
                  + (f" ({', '.join(flaky)})" if flaky else "")
                  + f"; {len(failing)} failing in every run" + (f" ({', '.join(failing)})" if failing else "")
+                 + f"; {sum(infra.values())} infrastructure error(s)"
+                 + (f" ({', '.join(f'{n} x{k}' for n, k in sorted(infra.items()))})" if infra else "")
                  + (f"; {len(broken_runs)} run(s) without a verdict ({', '.join(broken_runs)})" if broken_runs else ""))
     doc = {"runs": [{"token": o.token, "exit": o.rc, "seconds": round(o.seconds, 1), "verdict": o.doc} for o in runs],
            "scenarios": counts, "flaky": flaky, "failing": failing}

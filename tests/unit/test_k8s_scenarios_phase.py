@@ -74,7 +74,8 @@ def test_repeat_table_counts_flaky_and_always_failing():
     assert rows["S02 exit_code"] == ["2", "1", "0", "0"]
     assert rows["S26 overlay_sharing"] == ["0", "0", "0", "3"]
     assert doc["flaky"] == ["S02 exit_code"] and doc["failing"] == []
-    assert text.splitlines()[-1].startswith("3 run(s): 2 all green; 1 flaky scenario(s) (S02 exit_code); 0 failing")
+    assert text.splitlines()[-1] == ("3 run(s): 2 all green; 1 flaky scenario(s) (S02 exit_code); 0 failing in every run; "
+                                     "0 infrastructure error(s)")
 
 
 def test_repeat_table_names_runs_without_a_verdict_and_constant_failures():
@@ -100,9 +101,30 @@ def test_repeated_exit_status(tmp_path, monkeypatch):
     assert [a.name for a, _ in seen] == ["run-01", "run-02", "run-03"]
     assert len({t for _, t in seen}) == 3, "each run needs its own token"
     assert "3 run(s): 3 all green; 0 flaky" in (tmp_path / "k8s-repeat-summary.txt").read_text()
-    results = iter([0, 1, 0])
-    monkeypatch.setattr(sc, "_run_once", lambda sub, info, token: _once(token, next(results), ok))
+    bad = dict(ok, passed=[], failed=["S01 echo_stdout"])
+    results = iter([(0, ok), (1, bad), (0, ok)])
+    monkeypatch.setattr(sc, "_run_once", lambda sub, info, token: _once(token, *next(results)))
     assert sc.run_repeated(cfg, tmp_path / "cluster.json") == 1
+
+
+def test_repeat_counts_infrastructure_errors_and_goes_on(tmp_path, monkeypatch):
+    from ci.config import parse
+
+    cfg = parse(["--repeat", "3", "--artifacts", str(tmp_path)], env={}, cwd=tmp_path)
+    ok = {"passed": ["S01 echo_stdout", "S07 large_output"], "failed": [], "errors": [], "infrastructure": [], "skipped": []}
+    infra = dict(ok, passed=["S01 echo_stdout"], infrastructure=["S07 large_output"])
+    docs = iter([(1, infra), (0, ok), (1, infra)])
+
+    def fake_once(sub, info, token):
+        rc, doc = next(docs)
+        return _once(token, rc, doc)
+
+    monkeypatch.setattr(sc, "_run_once", fake_once)
+    with pytest.raises(SetupError, match="every failure in the 3 runs was blamed on the cluster"):
+        sc.run_repeated(cfg, tmp_path / "cluster.json")
+    summary = (tmp_path / "k8s-repeat-summary.txt").read_text()
+    assert summary.splitlines()[-1].endswith("2 infrastructure error(s) (S07 large_output x2)")
+    assert "1 all green" in summary
 
 
 def test_repeat_stops_at_a_setup_error(tmp_path, monkeypatch):
