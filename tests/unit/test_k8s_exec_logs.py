@@ -45,3 +45,15 @@ def test_log_lines_are_exact():
     assert log_lines("a\nb") == ["a", "b"]
     assert log_lines("a\n\n") == ["a", ""]  # an empty last line the container wrote is kept
     assert log_lines(" a \n") == [" a "]
+
+
+def test_a_kubelet_error_ending_a_followed_stream_is_not_container_output():
+    from k8s_suite.kube import without_stream_end_error
+
+    cid = "3e2eefd217d50ac9b581cbb34ab4bf180af66827b3339bd219296772c62f2c7e"
+    note = (f'rpc error: code = NotFound desc = an error occurred when try to find container "{cid}": not found')
+    assert without_stream_end_error(["ready", "SIGTERM-received", note], [cid]) == (["ready", "SIGTERM-received"], note)
+    # another container's id, or the same text printed earlier by the workload: kept
+    assert without_stream_end_error(["ready", note], ["other"]) == (["ready", note], None)
+    assert without_stream_end_error([note, "ready"], [cid]) == ([note, "ready"], None)
+    assert without_stream_end_error([], [cid]) == ([], None)

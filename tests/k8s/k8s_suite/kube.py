@@ -62,6 +62,17 @@ def log_lines(text: str) -> list[str]:
     return lines[:-1] if lines[-1] == "" else lines
 
 
+def without_stream_end_error(lines: list[str], container_ids: Sequence[str]) -> tuple[list[str], str | None]:
+    """A followed log stream whose container is removed while it is read can end with the kubelet's
+    own error text (``rpc error: code = NotFound desc = ... container "<id>": not found``), written
+    into the stream as if the container had printed it. Drop that last line when it names one of
+    ``container_ids``; return the lines and the dropped text (None when there was none)."""
+    if lines and lines[-1].startswith("rpc error: code = NotFound desc = ") and lines[-1].endswith("not found") \
+            and any(f'"{cid}"' in lines[-1] for cid in container_ids if cid):
+        return lines[:-1], lines[-1]
+    return lines, None
+
+
 # --- exec status ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
