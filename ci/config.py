@@ -190,28 +190,25 @@ def _truthy(raw: str | None) -> bool:
     return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _count(flag: str, raw: str | None, default: int) -> int:
+def _number(flag: str, raw: str | None, default, cast, ok, rule: str):
+    """``raw`` (a flag's or variable's text) as ``cast``, or ``default`` when absent; one-line errors."""
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise UsageError(f"{flag} {raw}: not a whole number") from None
-    if value < 1:
-        raise UsageError(f"{flag} {raw}: must be 1 or more")
+        raise UsageError(f"{flag} {raw}: not {'a whole number' if cast is int else 'a number of seconds'}") from None
+    if not ok(value):
+        raise UsageError(f"{flag} {raw}: must be {rule}")
     return value
+
+
+def _count(flag: str, raw: str | None, default: int) -> int:
+    return _number(flag, raw, default, int, lambda v: v >= 1, "1 or more")
 
 
 def _seconds(flag: str, raw: str | None, default: float) -> float:
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{flag} {raw}: not a number of seconds") from None
-    if not value > 0:
-        raise UsageError(f"{flag} {raw}: must be more than 0 seconds")
-    return value
+    return _number(flag, raw, default, float, lambda v: v > 0, "more than 0 seconds")
 
 
 def _looks_like_ours(arg: str, known: set[str]) -> str | None:
