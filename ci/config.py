@@ -23,6 +23,7 @@ DEFAULT_REQUIRED_TARGETS = ("integration_io", "integration_exec")
 DEFAULT_TARGET_TIMEOUT = 1800.0  # seconds one cargo test binary may run before it is killed
 DEFAULT_K8S_VERSION = "v1.33.13"
 DEFAULT_ETCD_VERSION = "v3.5.21"
+DEFAULT_CONTAINERD_VERSION = "v1.7.29"
 DEFAULT_IMAGE = "docker.io/library/busybox:reaper-ci"
 DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:reaper-ci"
 # kindest/node image for the kind path, same minor as the local path's Kubernetes: the v1.33
@@ -47,6 +48,7 @@ class Config:
     repeat: int = 1  # run the scenario suite this many times on one cluster (flake counting)
     k8s_version: str = DEFAULT_K8S_VERSION
     etcd_version: str = DEFAULT_ETCD_VERSION
+    containerd_version: str = DEFAULT_CONTAINERD_VERSION
     k8s_bin_dir: Path | None = None
     cache_dir: Path = Path.home() / ".cache" / "reaper-ci"
     state_dir: Path = Path("/var/lib/reaper-ci")
@@ -71,6 +73,15 @@ class Config:
         if self.k8s_bin_dir is not None:
             return self.k8s_bin_dir
         return self.cache_dir / "k8s" / f"{self.k8s_version}-etcd-{self.etcd_version}" / "bin"
+
+    @property
+    def containerd_bin(self) -> Path:
+        """Folder holding containerd, containerd-shim-runc-v2 and ctr for the local cluster: the
+        given --k8s-bin-dir when it has them, else the build cache."""
+        if self.k8s_bin_dir is not None and all((self.k8s_bin_dir / b).is_file()
+                                                for b in ("containerd", "containerd-shim-runc-v2", "ctr")):
+            return self.k8s_bin_dir
+        return self.cache_dir / "containerd" / self.containerd_version / "bin"
 
     @property
     def node_arch(self) -> str:
@@ -99,6 +110,7 @@ def _parser(prog: str, actions: Sequence[str] = ()) -> _Parser:
     p.add_argument("--repeat")
     p.add_argument("--k8s-version")
     p.add_argument("--etcd-version")
+    p.add_argument("--containerd-version")
     p.add_argument("--k8s-bin-dir")
     p.add_argument("--cache-dir")
     p.add_argument("--state-dir")
@@ -171,6 +183,7 @@ def parse(
         repeat=repeat,
         k8s_version=ns.k8s_version or _env(env, "REAPER_K8S_VERSION") or DEFAULT_K8S_VERSION,
         etcd_version=ns.etcd_version or _env(env, "REAPER_ETCD_VERSION") or DEFAULT_ETCD_VERSION,
+        containerd_version=ns.containerd_version or _env(env, "REAPER_CONTAINERD_VERSION") or DEFAULT_CONTAINERD_VERSION,
         k8s_bin_dir=Path(bin_dir).resolve() if bin_dir else None,
         cache_dir=cache.resolve(),
         state_dir=Path(ns.state_dir or _env(env, "REAPER_CI_STATE_DIR") or "/var/lib/reaper-ci"),

@@ -874,6 +874,23 @@ class LocalProvisioner(Provisioner):
                 raise SetupError(f"Kubernetes build failed: {e} (log: {log})") from None
         return bindir
 
+    def _ensure_containerd(self) -> Path:
+        """containerd + its runc shim + ctr (built once per version into the cache, or from --k8s-bin-dir)."""
+        from ci.cluster import k8s_build
+
+        bindir = self.cfg.containerd_bin
+        if k8s_build.has_containerd(bindir):
+            return bindir
+        log = self.cfg.artifacts / "containerd-build.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        console.info(f"building containerd {self.cfg.containerd_version} from source into {bindir} (log: {log})")
+        with open(log, "a") as fh:
+            try:
+                k8s_build.build_containerd(bindir, self.cfg.containerd_version, fh)
+            except k8s_build.BuildError as e:
+                raise SetupError(f"containerd build failed: {e} (log: {log})") from None
+        return bindir
+
     # ---------------------------------------------------------------- serialisation
 
     @contextlib.contextmanager
@@ -918,6 +935,7 @@ class LocalProvisioner(Provisioner):
         self.lay.logs.mkdir(parents=True, exist_ok=True)
         self._ensure_packages()
         k8s_bin = self._ensure_k8s_binaries()
+        self.ctrd_bin = self._ensure_containerd()
         built = None
         if runtime == "reaper":
             console.info(f"building {self.cfg.shim_binary} + {self.cfg.runtime_binary} in {self.cfg.source}")
@@ -991,10 +1009,11 @@ class LocalProvisioner(Provisioner):
         # containerd (+ the runtime under test on its PATH)
         if built is not None:
             self._install_runtime(built)
-        env = {"PATH": f"{lay.bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+        # our bin (the runtime under test), then containerd's own folder (its runc shim), then the host's
+        env = {"PATH": f"{lay.bin}:{self.ctrd_bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         if runtime == "reaper":
             env.update(self._reaper_env())
-        self._start("containerd", ["containerd", "--config", str(lay.etc / "containerd.toml")], env=env)
+        self._start("containerd", [str(self.ctrd_bin / "containerd"), "--config", str(lay.etc / "containerd.toml")], env=env)
         self._wait("containerd socket", self._containerd_ready, Timeouts.CONTAINERD, watch=("containerd",))
         self._import_images(k8s_bin)
 
@@ -1152,7 +1171,9 @@ class LocalProvisioner(Provisioner):
                               capture_output=True, text=True, input=input, timeout=timeout)
 
     def _ctr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(["ctr", "--address", str(self.lay.containerd_sock), *args], capture_output=True, text=True, timeout=timeout)
+        ctr = self.cfg.containerd_bin / "ctr"
+        return subprocess.run([str(ctr) if ctr.is_file() else "ctr", "--address", str(self.lay.containerd_sock), *args],
+                              capture_output=True, text=True, timeout=timeout)
 
     def _import_images(self, k8s_bin: Path) -> None:
         arch = images.go_arch()

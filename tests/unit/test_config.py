@@ -119,3 +119,15 @@ def test_repeat_flag_and_env(tmp_path):
 def test_bad_repeat(raw, needle, tmp_path):
     with pytest.raises(UsageError, match=needle):
         parse(["--repeat", raw], env={}, cwd=tmp_path)
+
+
+def test_containerd_comes_from_the_bin_dir_when_it_has_it_else_the_cache(tmp_path):
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    cfg = parse(["--cache-dir", str(tmp_path / "c"), "--k8s-bin-dir", str(bins)], env={}, cwd=tmp_path)
+    assert cfg.containerd_bin == (tmp_path / "c" / "containerd" / "v1.7.29" / "bin").resolve()
+    for b in ("containerd", "containerd-shim-runc-v2", "ctr"):
+        (bins / b).write_text("")
+    assert cfg.containerd_bin == bins.resolve()
+    other = parse(["--containerd-version", "v1.7.30"], env={"REAPER_CI_CACHE": str(tmp_path / "c")}, cwd=tmp_path)
+    assert other.containerd_bin == (tmp_path / "c" / "containerd" / "v1.7.30" / "bin").resolve()
