@@ -78,8 +78,9 @@ class Config:
     def containerd_bin(self) -> Path:
         """Folder holding containerd, containerd-shim-runc-v2 and ctr for the local cluster: the
         given --k8s-bin-dir when it has them, else the build cache."""
-        if self.k8s_bin_dir is not None and all((self.k8s_bin_dir / b).is_file()
-                                                for b in ("containerd", "containerd-shim-runc-v2", "ctr")):
+        from ci.cluster.k8s_build import CONTAINERD_BINARIES  # standard library only
+
+        if self.k8s_bin_dir is not None and all((self.k8s_bin_dir / b).is_file() for b in CONTAINERD_BINARIES):
             return self.k8s_bin_dir
         return self.cache_dir / "containerd" / self.containerd_version / "bin"
 

@@ -28,8 +28,7 @@ from pathlib import Path
 K8S_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl")
 # containerd for the local cluster: Debian's 1.6.20 loses the tail of a container's CRI log when
 # the container exits with output in flight ("Failed to pipe stdout ... file already closed");
-# 1.7.x does not (runc S07: 9 of 10 runs truncated on 1.6.20, 0 of 3 on 1.7.29).
-CONTAINERD_VERSION = "v1.7.29"
+# 1.7.x does not (runc S07: 9 of 10 runs truncated on 1.6.20, 0 of 10 on 1.7.29). Version: ci/config.py.
 CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
 CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs no_aufs"  # static build without cgo-only snapshotters
 ALL_BINARIES = K8S_COMPONENTS + ("etcd", "pause")
@@ -127,23 +126,32 @@ def ldflags(v: Versions) -> str:
     return " ".join(parts)
 
 
-def build(out: Path, v: Versions, log, jobs: int = 2) -> Path:
-    """Build every binary into ``out`` (atomically: a half build never looks complete)."""
+def _atomically(out: Path, fill) -> Path:
+    """Run ``fill(folder)`` into a fresh staging folder beside ``out``, then rename it to ``out``:
+    a half build never looks complete, and leftovers of an interrupted one are removed first."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(".partial-*"):  # left by an interrupted build
         shutil.rmtree(stale, ignore_errors=True)
     staging_out = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
     try:
-        _build_into(staging_out, v, log, jobs)
+        fill(staging_out)
     except BaseException:
         shutil.rmtree(staging_out, ignore_errors=True)
         raise
     staging_out.chmod(0o755)
-    (staging_out / "VERSIONS").write_text(f"kubernetes={v.kubernetes}\netcd={v.etcd}\n")
     if out.exists():
         shutil.rmtree(out)
     staging_out.rename(out)
     return out
+
+
+def build(out: Path, v: Versions, log, jobs: int = 2) -> Path:
+    """Build every binary into ``out`` (atomically)."""
+    def fill(staging_out: Path) -> None:
+        _build_into(staging_out, v, log, jobs)
+        (staging_out / "VERSIONS").write_text(f"kubernetes={v.kubernetes}\netcd={v.etcd}\n")
+
+    return _atomically(out, fill)
 
 
 def _build_into(staging_out: Path, v: Versions, log, jobs: int) -> None:
@@ -179,11 +187,7 @@ def containerd_wrapper(work: Path, version: str, log) -> Path:
 
 def build_containerd(out: Path, version: str, log, jobs: int = 2) -> Path:
     """containerd, its runc shim and ctr at ``version`` into ``out`` (atomically, like :func:`build`)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(".partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging_out = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
-    try:
+    def fill(staging_out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="reaper-ci-gobuild-") as tmp:
             mod = containerd_wrapper(Path(tmp), version, log)
             pkgs = [f"github.com/containerd/containerd/cmd/{b}" for b in CONTAINERD_BINARIES]
@@ -193,14 +197,8 @@ def build_containerd(out: Path, version: str, log, jobs: int = 2) -> Path:
         missing = [b for b in CONTAINERD_BINARIES if not (staging_out / b).is_file()]
         if missing:
             raise BuildError(f"containerd build finished but these binaries are missing: {', '.join(missing)}")
-    except BaseException:
-        shutil.rmtree(staging_out, ignore_errors=True)
-        raise
-    staging_out.chmod(0o755)
-    if out.exists():
-        shutil.rmtree(out)
-    staging_out.rename(out)
-    return out
+
+    return _atomically(out, fill)
 
 
 def has_containerd(bindir: Path) -> bool:

@@ -156,9 +156,9 @@ def run_repeated(cfg: Config, info_path: Path) -> int:
         with console.phase(f"Phase 4: scenario suite, run {i} of {times}"):
             once = _run_once(sub, info_path, new_token())
         runs.append(once)
-        if once.rc == SETUP_EXIT:  # the cluster cannot run scenarios at all: no point in going on
+        if once.rc == SETUP_EXIT:  # the cluster cannot run scenarios at all: report, then raise the setup error
             _repeat_report(cfg, runs, times)
-            verdict(once.rc, once.setup_line, once.junit, once.doc)
+            return verdict(once.rc, once.setup_line, once.junit, once.doc)
         try:
             verdict(once.rc, once.setup_line, once.junit, once.doc)
         except CIError as e:  # scenarios failed on the cluster (infrastructure) or pytest broke: counted, go on

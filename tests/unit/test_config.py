@@ -131,3 +131,20 @@ def test_containerd_comes_from_the_bin_dir_when_it_has_it_else_the_cache(tmp_pat
     assert cfg.containerd_bin == bins.resolve()
     other = parse(["--containerd-version", "v1.7.30"], env={"REAPER_CI_CACHE": str(tmp_path / "c")}, cwd=tmp_path)
     assert other.containerd_bin == (tmp_path / "c" / "containerd" / "v1.7.30" / "bin").resolve()
+
+
+def test_builds_land_atomically(tmp_path):
+    from ci.cluster import k8s_build
+
+    out = tmp_path / "bin"
+    (tmp_path / ".partial-old").mkdir()  # an interrupted earlier build
+
+    def broken(folder):
+        (folder / "containerd").write_text("half")
+        raise k8s_build.BuildError("compile failed")
+
+    with pytest.raises(k8s_build.BuildError):
+        k8s_build._atomically(out, broken)
+    assert not out.exists() and not list(tmp_path.glob(".partial-*")), "a failed build must leave nothing"
+    k8s_build._atomically(out, lambda folder: (folder / "ctr").write_text("ok"))
+    assert (out / "ctr").read_text() == "ok" and not list(tmp_path.glob(".partial-*"))
