@@ -37,6 +37,13 @@ class ClusterInfo:
     source: str | None = None  # Cargo workspace the runtime was built from
     source_commit: str | None = None
     runtime_build: str | None = None  # sha256 over the installed shim + runtime binaries (reaper), None for runc
+    # Where the node keeps what the suite inspects (defaults: a stock kubelet and containerd, as on kind nodes)
+    kubelet_root: str = "/var/lib/kubelet"  # pods/<uid>/volumes/... (emptyDir proof)
+    pod_logs_dir: str = "/var/log/pods"  # <ns>_<pod>_<uid>/<container>/N.log (CRI log files, stream tags)
+    containerd_address: str = "/run/containerd/containerd.sock"
+    ctr: str = "ctr"  # containerd's client on the node (runtime identity from containerd's records)
+    runtime_type: str | None = None  # containerd runtime type behind the handler (io.containerd.reaper.v2, ...)
+    runtime_binary: str | None = None  # process name of the runtime the shim runs (reaper-runtime, runc)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

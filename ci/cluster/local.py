@@ -979,7 +979,7 @@ class LocalProvisioner(Provisioner):
             return None
         info = info.__class__(**{**json.loads(info.to_json()), "nodes": tuple(info.nodes),
                                  "source": str(self.cfg.source) if self.cfg.source else None,
-                                 "source_commit": rt.source_commit(self.cfg.source)})
+                                 "source_commit": rt.source_commit(self.cfg.source), **self._node_fields(runtime)})
         info.save(self.lay.info)
         return info
 
@@ -1047,11 +1047,20 @@ class LocalProvisioner(Provisioner):
             source=str(cfg.source) if cfg.source else None,
             source_commit=rt.source_commit(cfg.source),
             runtime_build=built.digest() if built is not None else None,
+            **self._node_fields(runtime),
         )
         self._smoke(info)
         info.save(lay.info)
         console.info(f"local cluster up in {time.monotonic() - started:.1f}s: kubeconfig {lay.kubeconfig}")
         return info
+
+    def _node_fields(self, runtime: str) -> dict[str, str]:
+        """Where this node keeps what the suite inspects (ClusterInfo fields; refreshed on reuse)."""
+        ctr = self.cfg.containerd_bin / "ctr"
+        return {"kubelet_root": str(self.lay.kubelet_root), "pod_logs_dir": str(self.lay.pod_logs),
+                "containerd_address": str(self.lay.containerd_sock), "ctr": str(ctr) if ctr.is_file() else "ctr",
+                "runtime_type": self.cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
+                "runtime_binary": self.cfg.runtime_binary if runtime == "reaper" else "runc"}
 
     def _component_logs(self, runtime: str) -> dict[str, str]:
         logs = {c: str(self.lay.log(c)) for c in COMPONENTS}
