@@ -53,6 +53,7 @@ STAGES_KEY = pytest.StashKey[dict]()
 OUTCOMES_KEY = pytest.StashKey[dict]()
 KUBE_KEY = pytest.StashKey[object]()
 EXTRA_KEY = pytest.StashKey[list]()
+LEAK_KEY = pytest.StashKey[bool]()
 # The config, for the few hooks that are not given it (logfinish, logreport); set once in pytest_configure.
 _STATE: dict = {}
 
@@ -152,6 +153,9 @@ def _probe(info: ClusterInfo, run: runstate.RunDir) -> str | None:
     handlers = {rc.metadata.name: rc.handler for rc in rcs.items}
     if info.runtime_class not in handlers:
         return f"RuntimeClass {info.runtime_class} does not exist (have: {sorted(handlers) or 'none'})"
+    if handlers[info.runtime_class] != info.runtime_class:
+        return (f"RuntimeClass {info.runtime_class} names handler {handlers[info.runtime_class]!r}, not the handler "
+                f"under test {info.runtime_class!r}: its pods would not run on the runtime under test")
     access = info.node_access_impl()
     for name in info.nodes:
         try:
@@ -228,7 +232,11 @@ def kube(ctx, request):
     request.node.stash[KUBE_KEY] = k
     k.create_namespace()
     yield k
-    problems = k.cleanup(keep=os.environ.get(KEEP_ENV) in ("1", "true", "yes"))
+    problems, leaks = k.cleanup(keep=os.environ.get(KEEP_ENV) in ("1", "true", "yes"))
+    if leaks:
+        request.node.stash[LEAK_KEY] = True
+        pytest.fail("\n".join([f"{request.node.name} left its mark on the node or is unproven:"] + leaks
+                               + ([f"(also: {'; '.join(problems)})"] if problems else [])), pytrace=False)
     if problems:
         pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)
 
@@ -260,6 +268,8 @@ def node_wide(ctx, request, pytestconfig):
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.failed and rep.when == "teardown" and item.stash.get(LEAK_KEY, False):
+        rep.user_properties.append(("failure_kind", "leak"))
     if not (rep.failed and rep.when in ("setup", "call")):
         return
     from k8s_suite.kube import InfrastructureError
@@ -296,6 +306,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     outcomes = cfg.stash[OUTCOMES_KEY]
     o = outcomes.setdefault(report.nodeid, runstate.Outcome(report.nodeid))
     detail = runstate.skip_detail(report.longrepr) if report.skipped else ""
+    if ("failure_kind", "leak") in [tuple(p) for p in report.user_properties]:
+        o.leak = True
+        crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or "see the report"
+        detail = "teardown: " + crash.splitlines()[0][:240]
     if ("failure_kind", "infrastructure") in [tuple(p) for p in report.user_properties]:
         o.infrastructure = True
         crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or "see the report"

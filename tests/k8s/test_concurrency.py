@@ -7,44 +7,98 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from k8s_suite import manifests as m
 from k8s_suite import naming, nodeproc, podstate, runstate
 from k8s_suite import timeouts as T
+from k8s_suite.kube import failing_with
 from k8s_suite.manifests import sh
 
 
 def test_s15_concurrent_starts(kube):
     n = 4
+    node = kube.info.nodes[0]
+    sync = kube.node_dir(node, "sync")  # a hostPath folder all pods see (created by the kubelet)
+    wait_steps = 600  # x 0.1 s: how long a pod waits for the others to have started
     markers = {kube.name(f"burst{i}"): f"burst-{i}-{kube.token}" for i in range(n)}
-    pods = [kube.pod(f"burst{i}", ["/bin/echo", markers[kube.name(f"burst{i}")]]) for i in range(n)]
+    # Each pod marks its start, then waits until all n have: it prints its marker only if all n
+    # containers ran at the same time (a runtime that serialises starts, or holds a start lock while
+    # a container runs, makes them time out). The 0.1 s sleep is the pod's own poll interval.
+    script = ("touch /sync/{i}; k=0; while [ \"$(ls /sync | wc -l)\" -lt {n} ]; do k=$((k+1)); "
+              "if [ $k -gt {steps} ]; then echo \"timeout: saw $(ls /sync | wc -l) of {n} starts\"; exit 1; fi; "
+              "sleep 0.1; done; echo {marker}")
+    pods = [kube.pod(f"burst{i}", sh(script.format(i=i, n=n, steps=wait_steps, marker=markers[kube.name(f"burst{i}")])),
+                     node_name=node, volumes=[m.hostpath_volume("sync", sync, "DirectoryOrCreate")],
+                     mounts=[m.mount("sync", "/sync")])
+            for i in range(n)]
     with ThreadPoolExecutor(n) as pool:  # one burst: all creates in flight at once
         list(pool.map(kube.create, pods))
     with ThreadPoolExecutor(n) as pool:
-        list(pool.map(lambda nm: kube.wait_phase(nm, "Succeeded"), markers))
+        done = list(pool.map(lambda nm: kube.wait_phase(nm, "Succeeded"), markers))
     for name, marker in markers.items():
         lines = kube.log_lines(name)
         assert lines == [marker], f"{name}: expected exactly [{marker!r}] (its own marker, no other pod's), got {lines!r}"
+    # the start windows, as the API server recorded them (second resolution): all overlap
+    windows = {p["metadata"]["name"]: (podstate.parse_time(podstate.terminated(p).get("startedAt")),
+                                       podstate.parse_time(podstate.terminated(p).get("finishedAt"))) for p in done}
+    latest_start = max(w[0] for w in windows.values())
+    earliest_end = min(w[1] for w in windows.values())
+    print("container windows: " + "; ".join(f"{nm}: {a:%H:%M:%S}-{b:%H:%M:%S}" for nm, (a, b) in windows.items()))
+    assert latest_start <= earliest_end, (
+        f"the containers did not run at the same time: the last started at {latest_start} after the first ended at "
+        f"{earliest_end}")
 
 
 @pytest.mark.slow
 @pytest.mark.node_wide(stage=1)
 def test_s16_create_delete_stress(node_wide, ctx, kube, evidence):
+    problems: list[str] = []
+    with failing_with(problems):
+        _s16(ctx, kube, evidence, problems)
+    assert not problems, "\n".join(problems)
+
+
+def _s16(ctx, kube, evidence, problems: list[str]) -> None:
     n = 6
     node = ctx.info.nodes[0]
     seconds = naming.sleep_seconds(kube.token, "s16")
-    marker = ["sleep", str(seconds)]
+    marker = kube.marker(["sleep", str(seconds)])
     before_procs = ctx.ps(node)
-    before_state = ctx.state_entries(node)
+    before_state = ctx.state_entries(node)  # a declared state folder that does not exist fails here
     names = [kube.name(f"stress{i}") for i in range(n)]
     manifests = [kube.pod(f"stress{i}", sh(f"echo started-{i}; exec sleep {seconds}"), grace=2, node_name=node)
                  for i in range(n)]
     with ThreadPoolExecutor(n) as pool:
         list(pool.map(kube.create, manifests))
-    # half while still starting, the other half once running
     early, late = names[: n // 2], names[n // 2:]
-    for name in early:
+
+    # half as soon as their sandbox is ready (the kubelet is creating/starting the container then)
+    def delete_when_sandbox_ready(name: str) -> str:
+        pod = kube.wait(name, podstate.sandbox_ready_or_later, "sandbox ready", T.POD_START,
+                        stop=podstate.stop_unless(("Running", "Pending")))
         kube.delete_pod(name)
+        return f"{name}: " + "; ".join(f"{cs.get('name')} {podstate.describe_state(cs.get('state') or {})}"
+                                       for cs in podstate.statuses(pod)) if podstate.statuses(pod) else f"{name}: no container yet"
+
+    with ThreadPoolExecutor(len(early)) as pool:
+        at_delete = list(pool.map(delete_when_sandbox_ready, early))
+    print("early pods deleted once their sandbox was ready; their containers then: " + " | ".join(at_delete))
+    # the other half once running; while they run, their containers ARE in the runtime's state folder
+    # (the positive control: a leak check on a folder the runtime does not use would prove nothing)
+    late_ids = []
     for name in late:
-        kube.wait_running(name)
+        late_ids += [i for i in podstate.container_ids(kube.wait_running(name)) if i]
+    if before_state is not None:
+        deadline = time.monotonic() + T.NODE_PROCESS
+        while True:
+            missing = [i for i in late_ids if i not in ctx.state_entries(node)]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        assert not missing, (f"running containers {[i[:12] for i in missing]} have no entry in the runtime's state "
+                             f"folder {ctx.info.runtime_state_dir}: the state checks would prove nothing")
+        print(f"positive control: the {len(late_ids)} running containers have state entries in "
+              f"{ctx.info.runtime_state_dir}")
+    for name in late:
         kube.delete_pod(name)
     # all gone within the deadline; meanwhile keep recording this namespace's shims (a sandbox can
     # appear after its pod's delete was requested)
@@ -59,8 +113,7 @@ def test_s16_create_delete_stress(node_wide, ctx, kube, evidence):
     assert not left, f"pods not gone {T.POD_DELETE}s after their delete: " + "; ".join(
         podstate.describe(kube.get(nm)) for nm in left)
 
-    problems = []
-    ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") == kube.ns) | kube.seen_ids
+    ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") == kube.ns) | kube.seen_ids | kube.sandbox_ids
     print(f"{len(ids)} container/sandbox ids seen for the {n} pods")
     assert ids, "no container or sandbox id was seen for these pods: the leak checks below would prove nothing"
 
@@ -97,7 +150,6 @@ def test_s16_create_delete_stress(node_wide, ctx, kube, evidence):
             ours = [e for e in new if e in ids]
             problems.append(f"{len(new)} new runtime state entr(y/ies) in {ctx.info.runtime_state_dir} not "
                             f"explained by another live pod ({len(ours)} named by these pods' ids): {new}")
-    assert not problems, "\n".join(problems)
 
 
 def _settle(probe, timeout: float):

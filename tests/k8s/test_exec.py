@@ -9,7 +9,7 @@ def _running_pod(kube, what: str):
     """A pod whose only process is ``sleep N`` (N unique to this run and scenario)."""
     seconds = naming.sleep_seconds(kube.token, f"{kube.sid}-{what}")
     name = kube.name(what)
-    kube.create(kube.pod(what, ["sleep", str(seconds)], grace=2))
+    kube.create(kube.pod(what, kube.marker(["sleep", str(seconds)]), grace=2))
     pod = kube.wait_running(name)
     return name, pod, seconds
 
@@ -33,19 +33,30 @@ def test_s09_exec_exit_code(kube):
 
 
 def test_s10_exec_nonexistent(kube):
-    name, _, _ = _running_pod(kube, "exec")
+    name, pod, seconds = _running_pod(kube, "exec")
+    node = kube.node_of(pod)
+    marker = ["sleep", str(seconds)]
     before = kube.get(name)
     cs_before = podstate.container_status(before)
     assert podstate.phase(before) == "Running" and podstate.running(before), f"before: {podstate.describe(before)}"
+    main_before = kube.wait_processes(node, marker, "the main process present", lambda n: n == 1)
     res = kube.exec(name, ["/nonexistent/binary"])
     failed_with_code = res.exit_code is not None and res.exit_code != 0
     failed_to_start = res.exit_code is None and res.status == "Failure" and "/nonexistent/binary" in res.message
     assert failed_with_code or failed_to_start, (
         f"exec of a missing binary must fail (non-zero exit, or a start error naming it): {res.describe()}")
+    # the kubelet's status lags the node: the decisive facts are on the node (the same main process,
+    # by pid) and in a second exec that must still work
+    again = kube.exec(name, ["echo", "second exec works"])
+    assert again.exit_code == 0 and again.stdout == "second exec works\n", (
+        f"a second exec after the failed one must work: {again.describe()}")
+    main_after = kube.wait_processes(node, marker, "the main process still present", lambda n: n == 1)
+    assert [p.pid for p in main_after] == [p.pid for p in main_before], (
+        f"the main process changed: before {[p.line() for p in main_before]}, after {[p.line() for p in main_after]}")
     after = kube.get(name)
     cs_after = podstate.container_status(after)
     assert podstate.phase(after) == "Running" and podstate.running(after), f"after the exec: {podstate.describe(after)}"
     assert (cs_after.get("containerID"), cs_after.get("restartCount")) == (
         cs_before.get("containerID"), cs_before.get("restartCount")), (
         f"the container changed: before {podstate.describe(before)}; after {podstate.describe(after)}")
-    print(res.describe())
+    print(f"{res.describe()}; main process pid {main_after[0].pid} unchanged; second exec ok")

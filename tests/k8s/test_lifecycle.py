@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from k8s_suite import manifests as m
 from k8s_suite import podstate
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
@@ -51,8 +52,11 @@ def test_s04_env_vars(kube):
 
 
 def test_s05_working_dir(kube):
+    # a folder no runtime would default to (not /, /tmp or the image's WORKDIR), made by the pod spec
+    # itself (an emptyDir mounted there): a runtime that ignores workingDir cannot print it
+    cwd = f"/s05-cwd-{kube.token}"
     name = kube.name("cwd")
-    kube.create(kube.pod("cwd", ["pwd"], working_dir="/tmp"))
+    kube.create(kube.pod("cwd", ["pwd"], working_dir=cwd, volumes=[m.emptydir_volume("cwd")], mounts=[m.mount("cwd", cwd)]))
     kube.wait_exited(name)
     lines = kube.log_lines(name)
-    assert lines == ["/tmp"], f"pwd: expected ['/tmp'], got {lines!r}"
+    assert lines == [cwd], f"pwd: expected [{cwd!r}] (the container's workingDir), got {lines!r}"

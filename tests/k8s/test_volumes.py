@@ -34,18 +34,36 @@ def test_s18_secret_volume(kube):
     assert lines == [user, password], f"expected [{user!r}, {password!r}], got {lines!r}"
 
 
-def _emptydir_pod(kube, what: str, marker: str):
-    return kube.pod(what, sh(f"echo {marker} > /data/file && cat /data/file"),
-                    volumes=[m.emptydir_volume("data")], mounts=[m.mount("data", "/data")])
+def _emptydir_pod(kube, what: str, marker: str, *, expect_empty: bool = False):
+    """A pod writing ``marker`` into an emptyDir at a mount path of this scenario's own (parallel
+    scenarios never share one, even where a runtime skipped the mount and pods share a filesystem).
+    ``expect_empty``: first require the volume to be empty (a fresh pod gets a fresh emptyDir)."""
+    mnt = f"/{kube.sid}-data-{kube.token}"
+    check = (f"if [ -e {mnt}/file ]; then echo \"stale: $(cat {mnt}/file)\"; exit 1; fi; " if expect_empty else "")
+    return kube.pod(what, sh(f"{check}echo {marker} > {mnt}/file && cat {mnt}/file"),
+                    volumes=[m.emptydir_volume("data")], mounts=[m.mount("data", mnt)])
+
+
+def _volume_file_on_node(kube, pod, volume: str, leaf: str, marker: str) -> None:
+    """The file the pod wrote is in the emptyDir's folder on the node: the volume was really mounted
+    (reading back what the pod just wrote proves nothing: a runtime that skipped the mount lets the
+    pod write into whatever filesystem it sees at that path)."""
+    node = kube.node_of(pod)
+    path = f"{kube.info.kubelet_root}/pods/{pod['metadata']['uid']}/volumes/kubernetes.io~empty-dir/{volume}/{leaf}"
+    content = kube.ctx.node.read_file(node, path)
+    assert content == marker + "\n", (
+        f"the emptyDir volume on node {node} ({path}) holds {content!r}, not the pod's {marker!r}: the pod did not "
+        "write into its volume (mount skipped?)")
 
 
 def test_s19_emptydir_volume(kube):
     marker = f"emptydir-works-{kube.token}"
     name = kube.name("empty")
-    kube.create(_emptydir_pod(kube, "empty", marker))
-    kube.wait_exited(name)
+    kube.create(_emptydir_pod(kube, "empty", marker, expect_empty=True))
+    pod = kube.wait_exited(name)
     lines = kube.log_lines(name)
     assert lines == [marker], f"expected [{marker!r}] read back from the emptyDir, got {lines!r}"
+    _volume_file_on_node(kube, pod, "data", "file", marker)
 
 
 def test_s20_hostpath_volume(kube):
@@ -64,18 +82,23 @@ def test_s20_hostpath_volume(kube):
 def test_s21_volume_rerun(kube):
     name = kube.name("rerun")
     first, second = f"first-run-{kube.token}", f"second-run-{kube.token}"
-    kube.create(_emptydir_pod(kube, "rerun", first))
-    kube.wait_exited(name)
+    kube.create(_emptydir_pod(kube, "rerun", first, expect_empty=True))
+    pod = kube.wait_exited(name)
     assert kube.log_lines(name) == [first], "first run did not print its marker"
-    old_uid = kube.get(name)["metadata"]["uid"]
+    _volume_file_on_node(kube, pod, "data", "file", first)
+    old_uid = pod["metadata"]["uid"]
     kube.delete_pod(name)
     kube.wait_gone(name)
-    # same name, same mount: stale mounts/state of the first pod must not break the second
-    pod = kube.create(_emptydir_pod(kube, "rerun", second))
+    # same name, same mount: stale mounts/state of the first pod must not break the second, and its
+    # fresh emptyDir must not hold the first pod's file (checked before it writes)
+    pod = kube.create(_emptydir_pod(kube, "rerun", second, expect_empty=True))
     assert pod["metadata"]["uid"] != old_uid, "the API returned the old pod"
-    pod = kube.wait_exited(name)
+    pod = kube.wait_exited(name, require_zero=False)
     lines = kube.log_lines(name)
-    assert lines == [second], f"second run: expected [{second!r}], got {lines!r}: {podstate.describe(pod)}"
+    assert lines == [second], (f"second run: expected [{second!r}] (an empty volume, then its own marker), got "
+                               f"{lines!r}: {podstate.describe(pod)}")
+    assert not podstate.nonzero_exits(pod), f"second run: {podstate.describe(pod)}"
+    _volume_file_on_node(kube, pod, "data", "file", second)
 
 
 # touch's EROFS error as busybox (the image, under runc) and GNU coreutils (the node's, under reaper) word it

@@ -9,6 +9,7 @@ target can no longer be reached, and failing with the last pod it saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -23,7 +24,7 @@ from kubernetes.stream import stream
 
 from ci.cluster.base import ClusterInfo, NodeAccess
 
-from k8s_suite import manifests, naming, nodeproc, podstate
+from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate
 from k8s_suite import timeouts as T
 from k8s_suite.podstate import Pod
 from k8s_suite.runstate import RunDir
@@ -43,6 +44,19 @@ class InfrastructureError(Exception):
 
 class NodeCommandError(InfrastructureError, RuntimeError):
     """A command on the node failed (node access itself is broken, not the scenario)."""
+
+
+@contextlib.contextmanager
+def failing_with(problems: list[str]):
+    """Inside node-side polls of a scenario that collects ``problems``: node access failing (after
+    its retries) ends the scenario with the problems already seen, the node error as a note; with
+    none seen yet, it is an infrastructure error as before."""
+    try:
+        yield
+    except NodeCommandError as e:
+        if problems:
+            raise AssertionError("\n".join(problems + [f"(note: node access then failed: {e})"])) from None
+        raise
 
 
 def connect(info: ClusterInfo) -> client.ApiClient:
@@ -239,15 +253,24 @@ class RunContext:
     def node_sh(self, node: str, script: str, timeout: float = T.NODE_COMMAND, ok=(0,)):
         return self.node_run(node, ["/bin/sh", "-c", script], timeout=timeout, ok=ok)
 
-    def ps(self, node: str) -> list[nodeproc.Proc]:
-        r = self.node_run(node, nodeproc.PS_ARGV)
-        try:
-            procs = nodeproc.parse_ps(r.stdout)
-        except nodeproc.PsError as e:
-            raise NodeCommandError(f"node {node}: {e}") from None
-        if len(procs) < 3:
-            raise NodeCommandError(f"node {node}: ps listed only {len(procs)} process(es): not a process table")
-        return procs
+    def ps(self, node: str, attempts: int = 3) -> list[nodeproc.Proc]:
+        """The node's process table. A failed listing is retried (``attempts`` in all): a poll must
+        not end on one transient failure of node access."""
+        for attempt in range(1, attempts + 1):
+            try:
+                r = self.node_run(node, nodeproc.PS_ARGV)
+                try:
+                    procs = nodeproc.parse_ps(r.stdout)
+                except nodeproc.PsError as e:
+                    raise NodeCommandError(f"node {node}: {e}") from None
+                if len(procs) < 3:
+                    raise NodeCommandError(f"node {node}: ps listed only {len(procs)} process(es): not a process table")
+                return procs
+            except NodeCommandError:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
     def scan_shims(self, node: str, procs: Sequence[nodeproc.Proc] | None = None) -> list[nodeproc.Shim]:
         """The runtime's shim processes on ``node`` with the pod namespace their bundle names."""
@@ -258,14 +281,19 @@ class RunContext:
         r = self.node_sh(node, nodeproc.bundle_script([s.pid for s in found]), ok=None)
         return nodeproc.annotate(found, nodeproc.parse_bundles(r.stdout))
 
-    def state_entries(self, node: str) -> set[str] | None:
-        """Names in the runtime's state folder (None when the runtime declares none)."""
+    def state_entries(self, node: str, *, required: bool = True) -> set[str] | None:
+        """Names in the runtime's state folder (None when the runtime declares none). A declared
+        folder that does not exist is a failure (``required``: a check that lists it would see
+        nothing and prove nothing), else the empty set."""
         d = self.info.runtime_state_dir
         if not d:
             return None
         r = self.node_run(node, ["ls", "-1A", d], ok=(0, 1, 2))
         if r.returncode != 0:
             if "No such file" in r.stderr:
+                if required:
+                    raise AssertionError(f"node {node}: the runtime's state folder {d} does not exist: state-entry "
+                                         f"checks would prove nothing (does the runtime keep its state elsewhere?)")
                 return set()
             raise NodeCommandError(f"node {node}: ls {d}: {r.stderr.strip()}")
         return {ln.strip() for ln in r.stdout.splitlines() if ln.strip()}
@@ -276,7 +304,9 @@ class RunContext:
             return 0
         r = self.node_run(node, ["grep", "-c", "-F", "--", text, self.info.runtime_log], ok=(0, 1, 2))
         if r.returncode == 2:
-            raise NodeCommandError(f"node {node}: grep {self.info.runtime_log}: {r.stderr.strip()}")
+            # a runtime that does not log what it ran is not proven: a failure, not the node's fault
+            raise AssertionError(f"node {node}: the runtime's log {self.info.runtime_log} cannot be read "
+                                 f"({r.stderr.strip()[:200]}): the runtime is not proven to have run anything")
         return int((r.stdout.strip() or "0").splitlines()[0])
 
     def run_pods(self) -> list[Pod]:
@@ -358,8 +388,16 @@ class Kube:
         self.token = ctx.token
         self.ns = naming.namespace(ctx.token, sid)
         self.seen_ids: set[str] = set()
+        self.sandbox_ids: set[str] = set()
         self.node_paths: list[tuple[str, str]] = []
         self.created_ns = False
+        self.pod_uids: set[str] = set()  # every pod created in the namespace (a re-created name has a new uid)
+        self.pod_names: set[str] = set()
+        self.controls: set[str] = set()  # pods on the cluster's default runtime (not the one under test)
+        self.control_ids: set[str] = set()
+        self.markers: list[tuple[str, ...]] = []  # command lines unique to this scenario's processes
+        self.proofs: set[str] = set()
+        self.proof_problems: list[str] = []
 
     # namespace ---------------------------------------------------------------------------------
     def create_namespace(self) -> None:
@@ -390,10 +428,11 @@ class Kube:
     def name(self, what: str) -> str:
         return naming.pod_name(self.token, self.sid, what)
 
-    def pod(self, what: str, command: Sequence[str] | None = None, **kw) -> dict:
-        """A pod manifest named ``<sid>-<what>-<token>`` for the runtime under test."""
+    def pod(self, what: str, command: Sequence[str] | None = None, *, control: bool = False, **kw) -> dict:
+        """A pod manifest named ``<sid>-<what>-<token>`` for the runtime under test (``control``:
+        for the cluster's default runtime, no RuntimeClass: a reference to compare with)."""
         return manifests.pod(self.name(what), command, token=self.token, sid=self.sid,
-                             runtime_class=self.info.runtime_class, image=self.info.image, **kw)
+                             runtime_class=None if control else self.info.runtime_class, image=self.info.image, **kw)
 
     def container(self, name: str, command: Sequence[str], **kw) -> dict:
         return manifests.container(name, command, image=self.info.image, **kw)
@@ -409,10 +448,29 @@ class Kube:
                                                             _request_timeout=T.LOG_REQUEST))
         except ApiException as e:
             raise AssertionError(f"creating pod {manifest['metadata']['name']}: HTTP {e.status}: {_body(e)}") from None
+        name = pod["metadata"]["name"]
+        self.pod_uids.add(pod["metadata"]["uid"])
+        self.pod_names.add(name)
         got = pod.get("spec", {}).get("runtimeClassName")
+        if "runtimeClassName" not in manifest.get("spec", {}):
+            self.controls.add(name)
+            assert got in (None, ""), f"control pod {name}: spec.runtimeClassName is {got!r}, expected none"
+            return pod
         assert got == self.info.runtime_class, (
-            f"pod {pod['metadata']['name']}: spec.runtimeClassName is {got!r}, expected {self.info.runtime_class!r}")
+            f"pod {name}: spec.runtimeClassName is {got!r}, expected {self.info.runtime_class!r}")
         return pod
+
+    def marker(self, argv: Sequence[str]) -> list[str]:
+        """Register a command line unique to this scenario (``sleep N``): a process with it left on
+        the node after the scenario is a leak of this scenario."""
+        self.markers.append(tuple(argv))
+        return list(argv)
+
+    def node_dir(self, node: str, leaf: str) -> str:
+        """A folder of this test on the node's real filesystem (removed at teardown)."""
+        path = self.node_path(leaf)
+        self.node_paths.append((node, path))
+        return path
 
     def create_configmap(self, manifest: Mapping[str, Any]) -> None:
         self.ctx.core.create_namespaced_config_map(self.ns, dict(manifest), _preload_content=False,
@@ -424,7 +482,19 @@ class Kube:
 
     # waits -------------------------------------------------------------------------------------
     def _observe(self, pod: Pod) -> None:
-        self.seen_ids.update(podstate.container_ids(pod))
+        ids = podstate.container_ids(pod)
+        if pod.get("metadata", {}).get("name") in self.controls:
+            self.control_ids.update(ids)
+        else:
+            self.seen_ids.update(ids)
+
+    def _explained(self, e: AssertionError, name: str) -> AssertionError:
+        """``e`` with the one-line diagnosis of an unreadable runtime state in front, when it applies."""
+        try:
+            hint = nodecheck.unreadable_state(self, self.get(name))
+        except Exception:  # noqa: BLE001 - the hint must never replace the failure
+            hint = ""
+        return type(e)(f"{hint}\n{e}") if hint else e
 
     def wait(self, name: str, done: podstate.Condition, what: str, timeout: float,
              stop: podstate.Stop = podstate.never_stop) -> Pod | None:
@@ -438,9 +508,7 @@ class Kube:
                              stop=podstate.stop_unless(phases))
         except WaitError as e:
             hint = podstate.stuck_after_exit(self.get(name))
-            if hint:
-                raise WaitError(f"{e}\n{hint}") from None
-            raise
+            raise self._explained(WaitError(f"{e}\n{hint}") if hint else e, name) from None
 
     def wait_exited(self, name: str, timeout: float = T.POD_FINISH, *, require_zero: bool = True) -> Pod:
         """Wait until every container of the pod has exited, and (``require_zero``) require exit code 0 of each.
@@ -450,17 +518,25 @@ class Kube:
         keeps a pod out of its terminal phase after its containers exited, and that must not hide
         what an output scenario checks. Stops early when the pod turns Failed.
         """
-        pod = self.wait(name, podstate.all_exited, "every container exited", timeout,
-                        stop=podstate.stop_unless(("Succeeded",) if require_zero else podstate.TERMINAL))
+        try:
+            pod = self.wait(name, podstate.all_exited, "every container exited", timeout,
+                            stop=podstate.stop_unless(("Succeeded",) if require_zero else podstate.TERMINAL))
+        except WaitError as e:
+            raise self._explained(e, name) from None
         if not require_zero:
             return pod
         bad = podstate.nonzero_exits(pod)
-        assert not bad, f"{self.ns}/{name}: container(s) did not exit 0: {'; '.join(bad)}: {podstate.describe(pod)}"
+        if bad:
+            raise self._explained(AssertionError(
+                f"{self.ns}/{name}: container(s) did not exit 0: {'; '.join(bad)}: {podstate.describe(pod)}"), name)
         return pod
 
     def wait_running(self, name: str, container: str | None = None, timeout: float = T.POD_START) -> Pod:
-        return self.wait(name, podstate.container_running(container), "container running", timeout,
-                         stop=podstate.stop_unless(("Running",)))
+        try:
+            return self.wait(name, podstate.container_running(container), "container running", timeout,
+                             stop=podstate.stop_unless(("Running",)))
+        except WaitError as e:
+            raise self._explained(e, name) from None
 
     def wait_terminated(self, name: str, container: str | None = None, timeout: float = T.POD_TERMINATE) -> Pod:
         return self.wait(name, podstate.container_terminated(container), "container terminated", timeout,
@@ -506,8 +582,13 @@ class Kube:
 
     # delete ------------------------------------------------------------------------------------
     def delete_pod(self, name: str, grace: int | None = None) -> dict:
-        """Request deletion (after recording the pod's ids); returns the API's answer."""
+        """Request deletion (after recording the pod's ids and reading containerd's proof of its
+        runtime while the records exist); returns the API's answer."""
         self.record_ids()
+        pod = self.ctx.get_pod(self.ns, name)
+        if pod is not None and name not in self.controls:
+            self._observe(pod)
+            nodecheck.prove(self, podstate.container_ids(pod))
         kw: dict[str, Any] = dict(_preload_content=False, _request_timeout=T.LOG_REQUEST)
         if grace is not None:
             kw["grace_period_seconds"] = grace
@@ -603,16 +684,35 @@ class Kube:
         self.ctx.run.record(entry)
         return entry
 
-    def cleanup(self, keep: bool = False) -> list[str]:
-        """Record ids, release held pods, delete the namespace and this test's node paths.
-        Returns the problems (the caller fails the teardown with them: not swallowed)."""
+    def cleanup(self, keep: bool = False) -> tuple[list[str], list[str]]:
+        """Prove the runtime, check for zombies under the scenario's shims, record ids, release held
+        pods, delete the namespace and this test's node paths, then check that the pods left nothing
+        on the node. Returns (problems, leaks): the caller fails the teardown with them (not
+        swallowed); leaks and an unproven runtime are product failures of this scenario."""
         problems: list[str] = []
+        leaks: list[str] = []
         if not self.created_ns:
-            return problems
+            return problems, leaks
+        t0 = time.monotonic()
+        marks: list[str] = []
         try:
             self.record_ids()
         except Exception as e:  # noqa: BLE001 - reported below
             problems.append(f"recording ids of {self.ns}: {e}")
+        if not keep:
+            try:
+                pods = self.ctx.list_pods(self.ns).get("items", [])
+                for p in pods:
+                    self._observe(p)
+                leaks += [f"runtime not proven: {x}" for x in nodecheck.require_proof(self, pods)]
+                marks.append(f"proof {time.monotonic() - t0:.1f}s")
+                zombies = nodecheck.live_zombies(self)
+                marks.append(f"zombies {time.monotonic() - t0:.1f}s")
+                if zombies:
+                    leaks.append(f"zombie(s) under this scenario's shims/runtime processes, not reaped within "
+                                 f"{T.ZOMBIE_SETTLE}s while its pods existed:\n{zombies}")
+            except (NodeCommandError, ApiException, *TRANSIENT) as e:
+                problems.append(f"node checks of {self.ns} before its deletion: {e}")
         try:
             for p in self.ctx.list_pods(self.ns).get("items", []):
                 if naming.FINALIZER in (p["metadata"].get("finalizers") or []):
@@ -625,16 +725,30 @@ class Kube:
             except NodeCommandError as e:
                 problems.append(str(e))
         if keep:
-            return problems
+            return problems, leaks
         try:
+            # the pods first, directly: the namespace controller gets to them only after it has
+            # enumerated every resource type (seconds), and the node checks below wait for them
+            self.ctx.core.delete_collection_namespaced_pod(self.ns, _preload_content=False,
+                                                           _request_timeout=T.LOG_REQUEST)
             self.ctx.core.delete_namespace(self.ns, propagation_policy="Background", _preload_content=False,
                                            _request_timeout=T.LOG_REQUEST)
         except ApiException as e:
             if e.status != 404:
                 problems.append(f"deleting namespace {self.ns}: HTTP {e.status} {e.reason}")
+                return problems, leaks
         except TRANSIENT as e:
             problems.append(f"deleting namespace {self.ns}: {_short(e)}")
-        return problems
+            return problems, leaks
+        marks.append(f"deleted {time.monotonic() - t0:.1f}s")
+        try:
+            report = nodecheck.after_delete(self, marks)
+            if report:
+                leaks.append(f"left on the node after its pods were gone ({T.LEAK_SETTLE}s settle):\n  {report}")
+        except (NodeCommandError, ApiException, *TRANSIENT) as e:
+            problems.append(f"node checks of {self.ns} after its deletion: {e}")
+        print(f"teardown of {self.ns}: {time.monotonic() - t0:.1f}s ({', '.join(marks)})")
+        return problems, leaks
 
 
 def _body(e: ApiException) -> str:

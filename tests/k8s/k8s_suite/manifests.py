@@ -51,7 +51,7 @@ def pod(
     *,
     token: str,
     sid: str,
-    runtime_class: str,
+    runtime_class: str | None,
     image: str,
     containers: Sequence[Mapping[str, Any]] | None = None,
     env: Mapping[str, str] | None = None,
@@ -71,12 +71,13 @@ def pod(
     if containers is None:
         containers = [container("main", command, image=image, env=env, working_dir=working_dir, mounts=mounts)]
     spec: dict[str, Any] = {
-        "runtimeClassName": runtime_class,
         "restartPolicy": restart,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "containers": [dict(c) for c in containers],
     }
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
     if volumes:
         spec["volumes"] = [dict(v) for v in volumes]
     if pod_security:

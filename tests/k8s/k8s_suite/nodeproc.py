@@ -91,6 +91,15 @@ def ancestor_named(procs: Iterable[Proc], pid: int, name: str) -> Proc | None:
     return None
 
 
+def descends_from(procs: Iterable[Proc], pid: int, names: Iterable[str]) -> Proc | None:
+    """The nearest ancestor of ``pid`` whose program basename is one of ``names`` (None if none)."""
+    wanted = {n for n in names if n}
+    for p in ancestors(procs, pid):
+        if p.argv0 in wanted:
+            return p
+    return None
+
+
 def with_args(procs: Iterable[Proc], argv: Sequence[str]) -> list[Proc]:
     """Live processes whose command line is exactly ``argv`` (program compared by basename):
     ``sleep 123456`` matches ``/bin/sleep 123456`` but not ``sleep 1234567``."""

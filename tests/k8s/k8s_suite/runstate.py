@@ -133,6 +133,7 @@ class Outcome:
     seconds: float = 0.0
     detail: str = ""
     infrastructure: bool = False  # failed on an InfrastructureError: the cluster/node, not the runtime
+    leak: bool = False  # the teardown found what the scenario's pods left on the node (a product failure)
 
     def add(self, when: str, outcome: str, duration: float, detail: str = "") -> None:
         self.phases[when] = outcome
@@ -143,8 +144,11 @@ class Outcome:
     @property
     def result(self) -> str:
         if self.phases.get("setup") == "failed" or self.phases.get("teardown") == "failed":
-            # a failing call with a failing teardown is still a failure first
-            return "failed" if self.phases.get("call") == "failed" else "error"
+            # a failing call with a failing teardown is still a failure first; a leak found at
+            # teardown is the scenario's own product failure
+            if self.phases.get("call") == "failed" or (self.leak and self.phases.get("setup") != "failed"):
+                return "failed"
+            return "error"
         if "skipped" in (self.phases.get("setup"), self.phases.get("call")):
             return "skipped"
         if self.phases.get("call") == "failed":

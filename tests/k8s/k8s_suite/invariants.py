@@ -1,0 +1,168 @@
+"""Node invariants checked after every scenario: what its pods left on the node.
+
+After a scenario's namespace is deleted and its pods are gone, nothing of them may remain:
+
+* a process of its pods: its environment names one of the pods as ``HOSTNAME`` (containerd's CRI
+  puts ``HOSTNAME=<pod hostname>`` into every container's and every exec's environment, for any
+  runtime), its cgroup names one of the pods' uids, or its command line is one of the scenario's
+  markers (``sleep N`` with N unique to the run);
+* a shim process whose id or bundle names one of its containers, sandboxes or its namespace;
+* a runtime state entry named by one of its container or sandbox ids;
+* a mount, in any mount namespace on the node (the runtime's own included), naming one of its
+  pods' uids or container/sandbox ids.
+
+While its pods still exist (before the namespace is deleted), no zombie may hang under a shim of
+the namespace or a runtime process of it (naming one of its ids, or below its shims): a shim that
+never reaps exec'd processes or orphans leaves zombies only while its pods live.
+
+:func:`scan` reads the node; :class:`Leaks` is the pure result.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from k8s_suite import nodeproc
+
+_PID_PATH = re.compile(r"^/proc/(\d+)/")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What identifies one scenario's objects on the node."""
+
+    namespace: str
+    ids: frozenset[str]  # container and sandbox ids (64 hex)
+    pod_uids: frozenset[str]
+    hostnames: frozenset[str]  # the pods' names (their hostname)
+    markers: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def patterns(self) -> list[str]:
+        """Strings that name this scenario's objects in mountinfo / cgroup paths."""
+        out = sorted(self.ids)
+        for uid in sorted(self.pod_uids):
+            out += [uid, uid.replace("-", "_")]
+        return out
+
+
+@dataclass
+class Leaks:
+    processes: list[str] = field(default_factory=list)
+    shims: list[str] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    zombies: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.processes or self.shims or self.state or self.mounts or self.zombies)
+
+    def describe(self, node: str) -> str:
+        parts = []
+        for what, items in (("process(es) of its pods", self.processes), ("shim(s)", self.shims),
+                            ("runtime state entr(y/ies)", self.state), ("mount(s)", self.mounts),
+                            ("zombie(s) under its shims/runtime processes", self.zombies)):
+            if items:
+                parts.append(f"{len(items)} {what}:\n" + "\n".join(f"    {x}" for x in items[:20]))
+        return f"node {node}: " + "\n  ".join(parts)
+
+    def summary(self) -> str:
+        counts = [f"{len(v)} {k}" for k, v in (("processes", self.processes), ("shims", self.shims),
+                                                ("state entries", self.state), ("mounts", self.mounts),
+                                                ("zombies", self.zombies)) if v]
+        return ", ".join(counts)
+
+
+# --- node commands (scripts; their output is parsed by the pure functions below) --------------------
+
+def pid_match_script(hostnames: Iterable[str], patterns: Sequence[str]) -> str:
+    """Print ``env <pid>`` for processes with ``HOSTNAME=<h>`` in their environment and ``cgroup <pid>``
+    for processes whose cgroup names one of ``patterns``."""
+    env = " ".join(f"-e {shlex.quote('HOSTNAME=' + h)}" for h in sorted(hostnames))
+    cg = " ".join(f"-e {shlex.quote(p)}" for p in patterns if "-" in p or "_" in p)
+    out = []
+    if env:
+        out.append(f"grep -l -a -z -x -F {env} /proc/[0-9]*/environ 2>/dev/null | sed 's/^/env /'")
+    if cg:
+        out.append(f"grep -l -F {cg} /proc/[0-9]*/cgroup 2>/dev/null | sed 's/^/cgroup /'")
+    return "; ".join(out) + "; true" if out else "true"
+
+
+def parse_pid_matches(text: str) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for ln in text.splitlines():
+        kind, _, path = ln.partition(" ")
+        m = _PID_PATH.match(path)
+        if m:
+            out.setdefault(int(m.group(1)), set()).add(kind)
+    return out
+
+
+def mounts_script(patterns: Sequence[str]) -> str:
+    """For each distinct mount namespace on the node (found through /proc/*/ns/mnt), print its
+    mountinfo lines naming one of ``patterns``, prefixed with a pid living in that namespace."""
+    if not patterns:
+        return "true"
+    greps = " ".join(f"-e {shlex.quote(p)}" for p in patterns)
+    return ("find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null "
+            "| awk '!seen[$1]++ {print $2}' | while read -r d; do p=${d%/ns}; "
+            f"grep -F {greps} \"$p/mountinfo\" 2>/dev/null | sed \"s|^|${{p#/proc/}}: |\"; done; true")
+
+
+# --- pure evaluation --------------------------------------------------------------------------------
+
+def leaked_processes(procs: Sequence[nodeproc.Proc], matches: dict[int, set[str]], owner: Owner) -> list[str]:
+    table = nodeproc.by_pid(procs)
+    out = []
+    for pid, kinds in sorted(matches.items()):
+        p = table.get(pid)
+        if p is None or p.zombie:
+            continue  # gone since (or a zombie: reported by the zombie check)
+        out.append(f"{p.line()}  [{'/'.join(sorted(kinds))}]")
+    for argv in owner.markers:
+        for p in nodeproc.with_args(procs, argv):
+            if p.pid not in matches:
+                out.append(f"{p.line()}  [marker]")
+    return out
+
+
+def leaked_shims(shims: Sequence[nodeproc.Shim], owner: Owner) -> list[str]:
+    out = []
+    for s in shims:
+        if s.namespace == owner.namespace or s.id in owner.ids or s.sandbox_id in owner.ids \
+                or any(i in s.args for i in owner.ids):
+            out.append(s.line())
+    return out
+
+
+def reapers(procs: Sequence[nodeproc.Proc], shims: Sequence[nodeproc.Shim], owner: Owner,
+            runtime_names: Iterable[str]) -> set[int]:
+    """Pids that must reap what they own: the owner's shims, and runtime processes (by name) that
+    descend from those shims or name one of the owner's ids. Workload processes are not among them
+    (a workload that does not wait for its children is not the runtime's fault)."""
+    names = {n for n in runtime_names if n}
+    shim_pids = {s.pid for s in shims if s.namespace == owner.namespace or s.id in owner.ids
+                 or s.sandbox_id in owner.ids}
+    out = set(shim_pids)
+    for p in procs:
+        if p.argv0 in names and (any(i in p.args for i in owner.ids)
+                                 or any(a.pid in shim_pids for a in nodeproc.ancestors(procs, p.pid))):
+            out.add(p.pid)
+    return out
+
+
+def owned_zombies(procs: Sequence[nodeproc.Proc], reaper_pids: set[int]) -> list[nodeproc.Proc]:
+    """Zombies whose parent is one of ``reaper_pids`` (the parent has not reaped them)."""
+    return [p for p in procs if p.zombie and p.ppid in reaper_pids]
+
+
+def leaked_state(entries: set[str] | None, owner: Owner) -> list[str]:
+    return sorted(e for e in (entries or set()) if e in owner.ids)
+
+
+def leaked_mounts(text: str) -> list[str]:
+    return [ln.strip()[:300] for ln in text.splitlines() if ln.strip()]

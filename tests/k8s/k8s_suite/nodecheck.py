@@ -1,0 +1,175 @@
+"""Per-scenario node checks run by :class:`k8s_suite.kube.Kube`: runtime identity from containerd's
+records, zombies under the scenario's shims while its pods live, what its pods left on the node
+after they are gone, and the one-line diagnosis of an unreadable runtime state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Iterable
+
+from k8s_suite import invariants, nodeproc, podstate, proof
+from k8s_suite import timeouts as T
+
+if TYPE_CHECKING:  # pragma: no cover
+    from k8s_suite.kube import Kube
+
+
+class LeakError(AssertionError):
+    """A scenario's pods left something on the node (a product failure of that scenario)."""
+
+
+# --- runtime identity --------------------------------------------------------------------------------
+
+def prove(kube: "Kube", ids: Iterable[str]) -> list[str]:
+    """Read containerd's records of ``ids`` (and their sandboxes) on the node; add what proves the
+    runtime to ``kube.proofs`` and what contradicts it to ``kube.proof_problems``. Returns the proofs."""
+    ids = sorted({i for i in ids if i} - kube.control_ids)
+    if not ids:
+        return []
+    info, node = kube.info, kube.info.nodes[0] if len(kube.info.nodes) == 1 else None
+    found: list[str] = []
+    for n in ([node] if node else list(info.nodes)):
+        r = kube.ctx.node_sh(n, proof.info_script(info.ctr, info.containerd_address, ids), ok=None)
+        records = proof.parse_infos(r.stdout)
+        sandboxes = {rec.sandbox_id for rec in records.values() if isinstance(rec, proof.Record) and rec.sandbox_id}
+        missing = sorted(s for s in sandboxes if s not in records)
+        if missing:
+            r2 = kube.ctx.node_sh(n, proof.info_script(info.ctr, info.containerd_address, missing), ok=None)
+            records.update(proof.parse_infos(r2.stdout))
+        kube.sandbox_ids.update(sandboxes)
+        proofs, problems = proof.judge(records, ids, info.runtime_class, info.runtime_type)
+        found += proofs
+        kube.proof_problems += [f"node {n}: {p}" for p in problems]
+    kube.proofs.update(found)
+    return found
+
+
+def require_proof(kube: "Kube", pods: list[dict]) -> list[str]:
+    """Teardown: every pod of the scenario ran behind the handler under test. Problems, if any."""
+    problems = []
+    for p in pods:
+        name = p["metadata"]["name"]
+        if name in kube.controls:
+            continue
+        rc = p.get("spec", {}).get("runtimeClassName")
+        if rc != kube.info.runtime_class:
+            problems.append(f"pod {name}: runtimeClassName {rc!r}, expected {kube.info.runtime_class!r}")
+    ids = set(kube.seen_ids)
+    for p in pods:
+        if p["metadata"]["name"] not in kube.controls:
+            ids.update(podstate.container_ids(p))
+    prove(kube, ids - kube.control_ids)
+    problems += kube.proof_problems
+    if not kube.proofs and (ids - kube.control_ids):
+        problems.append(f"no container of this scenario could be proven to run behind handler "
+                        f"{kube.info.runtime_class} (containerd no longer knew any of {len(ids)} id(s))")
+    return problems
+
+
+# --- zombies while the pods live ---------------------------------------------------------------------
+
+def live_zombies(kube: "Kube", timeout: float = T.ZOMBIE_SETTLE) -> str:
+    """Zombies whose parent is a shim or runtime process of this scenario's pods that are still
+    there after ``timeout``; '' when none."""
+    owner = owner_of(kube)
+    names = [kube.info.runtime_binary, kube.info.shim_process]
+    deadline = time.monotonic() + timeout
+    while True:
+        report = ""
+        for node in kube.info.nodes:
+            procs = kube.ctx.ps(node)
+            shims = kube.ctx.scan_shims(node, procs)
+            zs = invariants.owned_zombies(procs, invariants.reapers(procs, shims, owner, names))
+            if zs:
+                report += f"node {node}:\n" + nodeproc.zombie_report(procs, zs) + "\n"
+        if not report or time.monotonic() > deadline:
+            return report
+        time.sleep(0.25)
+
+
+# --- what the pods left after they are gone ------------------------------------------------------------
+
+def owner_of(kube: "Kube") -> invariants.Owner:
+    ids = set(kube.seen_ids) | set(kube.sandbox_ids)
+    for e in kube.ctx.run.recorded():
+        if e.get("ns") == kube.ns:
+            ids.update(e.get("container_ids", []))
+            for s in e.get("shims", []):
+                ids.update(x for x in (s.get("id"), s.get("sandbox_id")) if x)
+    return invariants.Owner(kube.ns, frozenset(i for i in ids if i), frozenset(kube.pod_uids),
+                            frozenset(kube.pod_names), tuple(tuple(m) for m in kube.markers))
+
+
+def scan(kube: "Kube", node: str, owner: invariants.Owner) -> invariants.Leaks:
+    ctx, leaks = kube.ctx, invariants.Leaks()
+    procs = ctx.ps(node)
+    r = ctx.node_sh(node, invariants.pid_match_script(owner.hostnames, owner.patterns), ok=None)
+    leaks.processes = invariants.leaked_processes(procs, invariants.parse_pid_matches(r.stdout), owner)
+    leaks.shims = invariants.leaked_shims(ctx.scan_shims(node, procs), owner)
+    if kube.info.runtime_state_dir:
+        leaks.state = [f"{kube.info.runtime_state_dir}/{e}" for e in
+                       invariants.leaked_state(ctx.state_entries(node, required=False), owner)]
+    r = ctx.node_sh(node, invariants.mounts_script(owner.patterns), ok=None, timeout=T.NODE_COMMAND)
+    leaks.mounts = invariants.leaked_mounts(r.stdout)
+    return leaks
+
+
+def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
+    """Wait for the namespace's pods to be gone, then for the node to be clean of them; the leak
+    report ('' when clean)."""
+    started = time.monotonic()
+    deadline = started + T.POD_DELETE
+    while True:
+        left = kube.ctx.list_pods(kube.ns).get("items", [])
+        for p in left:
+            kube._observe(p)
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            return (f"{len(left)} pod(s) still exist {T.POD_DELETE}s after namespace {kube.ns} was deleted: "
+                    + "; ".join(podstate.describe(p) for p in left[:5]))
+        time.sleep(0.25)
+    gone = time.monotonic()
+    owner = owner_of(kube)
+    deadline = time.monotonic() + T.LEAK_SETTLE
+    while True:
+        found = {node: scan(kube, node, owner) for node in kube.info.nodes}
+        bad = {n: lk for n, lk in found.items() if lk}
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if marks is not None:
+        marks.append(f"pods gone +{gone - started:.1f}s, node scan {time.monotonic() - gone:.1f}s")
+    return "\n".join(lk.describe(n) for n, lk in bad.items())
+
+
+# --- one-line diagnosis of the runtime's state race -----------------------------------------------------
+
+STATE_PARSE_ERROR = "Failed to parse state output"
+
+
+def unreadable_state(kube: "Kube", pod: dict | None) -> str:
+    """One line when a container of ``pod`` ended with exit code 255 and containerd logged that the
+    runtime's state could not be parsed (the runtime returned an unreadable state), else ''."""
+    path = kube.info.component_logs.get("containerd")
+    if not pod or not path:
+        return ""
+    hits = []
+    for cs in podstate.statuses(pod):
+        for st in ((cs.get("state") or {}).get("terminated"), (cs.get("lastState") or {}).get("terminated")):
+            if st and st.get("exitCode") == 255:
+                hits.append((cs.get("name"), podstate.container_id(st) or podstate.container_id(cs)))
+    for name, cid in hits:
+        if not cid:
+            continue
+        try:
+            node = kube.node_of(pod)
+            r = kube.ctx.node_sh(node, f"grep -F -e {cid} {path} | grep -F '{STATE_PARSE_ERROR}' | tail -n 1", ok=None)
+        except (AssertionError, Exception):  # noqa: BLE001 - a hint must not hide the failure it explains
+            continue
+        line = r.stdout.strip()
+        if line:
+            return (f"the runtime returned an unreadable state: container {name} ({cid[:12]}) ended with exit 255 "
+                    f"while containerd logged '{STATE_PARSE_ERROR}' for it: {line[-240:]}")
+    return ""

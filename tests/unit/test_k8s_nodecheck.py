@@ -1,0 +1,123 @@
+"""Unit tests of the suite's per-scenario node checks: CRI log streams, runtime proof from
+containerd's records, leak evaluation, zombies under reapers, sandbox readiness."""
+
+import base64
+import json
+
+import _k8s_path  # noqa: F401
+import pytest
+from k8s_suite import crilog, invariants, nodeproc, podstate, proof, runstate
+
+A, B, SB = "a" * 64, "b" * 64, "c" * 64
+
+
+def test_cri_log_streams_and_partial_lines():
+    text = ("2026-12-03T06:00:00.1Z stdout F stdout-ok\n"
+            "2026-12-03T06:00:00.2Z stderr P stderr-\n"
+            "2026-12-03T06:00:00.3Z stderr F ok\n"
+            "2026-12-03T06:00:00.4Z stdout F \n")
+    assert [(ln.stream, ln.text) for ln in crilog.parse(text)] == [
+        ("stdout", "stdout-ok"), ("stderr", "stderr-ok"), ("stdout", "")]
+    with pytest.raises(crilog.CriLogError):
+        crilog.parse("stdout-ok\n")
+    assert crilog.container_log("/var/log/pods/", "ns", "p", "u-1", "main") == "/var/log/pods/ns_p_u-1/main/0.log"
+
+
+def _info(cid, runtime, sandbox=None, handler=None, uid="u-1"):
+    doc = {"ID": cid, "Runtime": {"Name": runtime}, "Labels": {"io.kubernetes.pod.uid": uid},
+           "Spec": {"annotations": {"io.kubernetes.cri.sandbox-id": sandbox or cid}}}
+    if handler is not None:
+        meta = {"Version": "v1", "Metadata": {"ID": cid, "RuntimeHandler": handler}}
+        doc["Extensions"] = {proof.SANDBOX_METADATA: {"type_url": "x", "value": base64.b64encode(
+            json.dumps(meta).encode()).decode()}}
+    return json.dumps(doc, indent=1)
+
+
+def test_proof_reads_runtime_and_sandbox_handler():
+    text = (f"=== {A}\n{_info(A, 'io.containerd.reaper.v2', SB)}\n=== {SB}\n"
+            f"{_info(SB, 'io.containerd.reaper.v2', handler='reaper-v2')}\n"
+            f"=== {B}\nctr: container \"{B}\" in namespace \"k8s.io\": not found\n")
+    recs = proof.parse_infos(text)
+    assert recs[A].sandbox_id == SB and recs[SB].handler == "reaper-v2"
+    proofs, problems = proof.judge(recs, [A, B], "reaper-v2", "io.containerd.reaper.v2")
+    assert len(proofs) == 1 and not problems  # B is gone: neither proof nor problem
+    proofs, problems = proof.judge(recs, [A], "reaper-v2", "io.containerd.runc.v2")
+    assert not proofs and "runs on runtime 'io.containerd.reaper.v2'" in problems[0]
+    proofs, problems = proof.judge(recs, [A], "other", None)
+    assert not proofs and "created with handler 'reaper-v2', not 'other'" in problems[0]
+
+
+def test_proof_script_only_takes_container_ids():
+    script = proof.info_script("/x/ctr", "/run/c.sock", [A, "; rm -rf /", ""])
+    assert A in script and "rm -rf" not in script
+
+
+def _procs(rows):
+    return nodeproc.parse_ps("PID PPID STAT COMMAND\n" + "\n".join(rows))
+
+
+def test_reapers_are_shims_and_runtime_processes_not_workloads():
+    procs = _procs(["1 0 S init", f"10 1 S containerd-shim-reaper-v2 -id {SB}", f"11 10 S reaper-runtime start {A}",
+                    "12 11 S sleep 100000", "13 10 Z [true] <defunct>", "14 12 Z [sleep] <defunct>",
+                    f"20 1 S reaper-runtime start {B}", "21 20 Z [x] <defunct>"])
+    shims = [nodeproc.Shim(10, SB, f"containerd-shim-reaper-v2 -id {SB}", "ns1", "p", SB)]
+    owner = invariants.Owner("ns1", frozenset({A, SB}), frozenset(), frozenset())
+    reapers = invariants.reapers(procs, shims, owner, ["reaper-runtime"])
+    assert reapers == {10, 11}
+    assert [z.pid for z in invariants.owned_zombies(procs, reapers)] == [13]  # 14's parent is the workload
+
+
+def test_leaked_processes_by_environment_cgroup_and_marker():
+    procs = _procs(["1 0 S init", "5 1 S sleep 123456", "6 1 S sh -c x", "7 1 Z [sh] <defunct>", "8 1 S other"])
+    matches = invariants.parse_pid_matches("env /proc/6/environ\ncgroup /proc/6/cgroup\nenv /proc/7/environ\n"
+                                           "env /proc/99/environ\n")
+    owner = invariants.Owner("ns", frozenset(), frozenset(), frozenset({"p"}), (("sleep", "123456"),))
+    out = invariants.leaked_processes(procs, matches, owner)
+    assert len(out) == 2 and out[0].endswith("[cgroup/env]") and out[1].endswith("[marker]")
+
+
+def test_pid_match_script_quotes_and_covers_both_cgroup_spellings():
+    owner = invariants.Owner("ns", frozenset({A}), frozenset({"u-1"}), frozenset({"s01-echo-abcdef"}))
+    script = invariants.pid_match_script(owner.hostnames, owner.patterns)
+    assert "-e HOSTNAME=s01-echo-abcdef" in script and "-e u-1" in script and "-e u_1" in script
+    assert invariants.pid_match_script([], []) == "true"
+
+
+def test_leaked_shims_state_and_mounts():
+    owner = invariants.Owner("ns1", frozenset({A, SB}), frozenset({"u-1"}), frozenset())
+    shims = [nodeproc.Shim(1, SB, "x"), nodeproc.Shim(2, "z" * 64, "y", "ns1"), nodeproc.Shim(3, "q", "z", "ns2")]
+    assert [s.split()[1] for s in invariants.leaked_shims(shims, owner)] == ["1", "2"]
+    assert invariants.leaked_state({A, B, "x"}, owner) == [A]
+    assert invariants.leaked_state(None, owner) == []
+    assert invariants.leaked_mounts("\n 12: 600 1 0:5 / /run/x/" + A + " rw\n") == [f"12: 600 1 0:5 / /run/x/{A} rw"]
+    leaks = invariants.Leaks(state=[A])
+    assert leaks and "1 runtime state entr(y/ies)" in leaks.describe("n") and not invariants.Leaks()
+
+
+def test_sandbox_ready_or_later():
+    assert not podstate.sandbox_ready_or_later(None)
+    pending = {"status": {"conditions": [{"type": "PodReadyToStartContainers", "status": "False"}]}}
+    assert not podstate.sandbox_ready_or_later(pending)
+    ready = {"status": {"conditions": [{"type": "PodReadyToStartContainers", "status": "True"}]}}
+    assert podstate.sandbox_ready_or_later(ready)
+    started = {"status": {"containerStatuses": [{"name": "m", "state": {"running": {}}}]}}
+    assert podstate.sandbox_ready_or_later(started)
+
+
+def test_a_leak_at_teardown_is_the_scenarios_failure_not_an_error():
+    o = runstate.Outcome("t::test_s01_x")
+    o.add("setup", "passed", 0)
+    o.add("call", "passed", 0)
+    o.add("teardown", "failed", 0)
+    assert o.result == "error"
+    o.leak = True
+    assert o.result == "failed"
+    assert runstate.verdict_doc([o])["failed"] == ["S01 x"]
+
+
+def test_descends_from():
+    procs = _procs(["1 0 S init", "2 1 S /usr/bin/containerd", "3 2 S containerd-shim-runc-v2 -id x",
+                    "4 3 Z [sh] <defunct>", "5 1 Z [y] <defunct>"])
+    assert nodeproc.descends_from(procs, 4, ["containerd-shim-runc-v2", None]).pid == 3
+    assert nodeproc.descends_from(procs, 4, ["containerd"]).pid == 2
+    assert nodeproc.descends_from(procs, 5, ["containerd", "containerd-shim-runc-v2"]) is None
