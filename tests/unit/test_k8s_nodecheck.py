@@ -121,3 +121,74 @@ def test_descends_from():
     assert nodeproc.descends_from(procs, 4, ["containerd-shim-runc-v2", None]).pid == 3
     assert nodeproc.descends_from(procs, 4, ["containerd"]).pid == 2
     assert nodeproc.descends_from(procs, 5, ["containerd", "containerd-shim-runc-v2"]) is None
+
+
+# --- node access failures inside the suite's reads ------------------------------------------------------
+
+class _FlakyNode:
+    """A NodeAccess double: answers from a script of results, one per call."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def run(self, node, argv, timeout=30, input=None):
+        import subprocess
+
+        self.calls.append(list(argv))
+        a = self.answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        rc, out, err = a
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+
+def _ctx(node, **info_kw):
+    from ci.cluster.base import ClusterInfo
+    from k8s_suite.kube import RunContext
+
+    info = ClusterInfo(provisioner="local", name="t", kubeconfig="/nonexistent", runtime="reaper",
+                       runtime_class="reaper-v2", shim_process="containerd-shim-reaper-v2", nodes=("n",),
+                       image="i", node_access="local", **info_kw)
+    return RunContext(info=info, api=None, node=node, token="abcdef", run=None, artifacts=None)
+
+
+PS = "PID PPID STAT COMMAND\n1 0 S init\n2 1 S a\n3 1 S b\n"
+
+
+def test_ps_retries_a_transient_node_failure():
+    node = _FlakyNode([TimeoutError("slow"), (0, PS, "")])
+    assert len(_ctx(node).ps("n")) == 3 and len(node.calls) == 2
+    from k8s_suite.kube import NodeCommandError
+
+    with pytest.raises(NodeCommandError):
+        _ctx(_FlakyNode([TimeoutError("x")] * 3)).ps("n")
+
+
+def test_missing_runtime_log_is_a_failure_not_infrastructure():
+    from k8s_suite.kube import NodeCommandError
+
+    ctx = _ctx(_FlakyNode([(2, "", "grep: /x/runtime.log: No such file or directory")]), runtime_log="/x/runtime.log")
+    with pytest.raises(AssertionError, match="not proven") as e:
+        ctx.runtime_log_mentions("n", "abc")
+    assert not isinstance(e.value, NodeCommandError)
+
+
+def test_a_declared_state_folder_that_does_not_exist_fails():
+    ctx = _ctx(_FlakyNode([(2, "", "ls: cannot access '/s': No such file or directory")] * 2), runtime_state_dir="/s")
+    with pytest.raises(AssertionError, match="does not exist"):
+        ctx.state_entries("n")
+    assert ctx.state_entries("n", required=False) == set()
+
+
+def test_node_failure_after_problems_keeps_the_problems():
+    from k8s_suite.kube import NodeCommandError, failing_with
+
+    problems = ["2 shim(s) of these pods still running"]
+    with pytest.raises(AssertionError, match="shim") as e:
+        with failing_with(problems):
+            raise NodeCommandError("node n: ps: timed out")
+    assert "note: node access then failed" in str(e.value) and not isinstance(e.value, NodeCommandError)
+    with pytest.raises(NodeCommandError):
+        with failing_with([]):
+            raise NodeCommandError("node n: ps: timed out")
