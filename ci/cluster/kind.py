@@ -3,58 +3,43 @@
 ``up`` creates (or reuses) cluster ``cfg.cluster_name`` from ``kind/cluster.yaml`` (rendered by
 :func:`render_config`: it carries the containerd handler entry for reaper, or for runc as the
 reference runtime), builds the shim and runtime as static musl binaries for the node's
-architecture, copies them into every node's ``/usr/local/bin``, checks containerd's effective
-config has the handler, waits for the nodes to be Ready, creates the RuntimeClass, loads the
-test image, runs a smoke pod and writes the :class:`ClusterInfo` (``node_access`` ``docker``).
-kubectl is the node image's own (copied out of the node: same version as the cluster).
+architecture, copies them into every node's ``/usr/local/bin``, gives containerd reaper's
+environment as reaper's own install does (:func:`reaper_node_env`), checks containerd's effective
+config has the handler and its CRI is up, waits for the nodes to be Ready and the default
+ServiceAccount, creates the RuntimeClass, loads the test image as a single-platform archive, runs
+a smoke pod and writes the :class:`ClusterInfo` (``node_access`` ``docker``). kubectl is the node
+image's own (copied out of the node: same version as the cluster).
 
-Every external command goes through an injectable runner (argv list in, :class:`Result` out),
-so unit tests check the exact command sequence without Docker. The kubeconfig lives in its own
-file under the state folder; ``~/.kube/config`` is never touched.
+Every external command goes through an injectable runner (:mod:`ci.cluster.kind_run`), so unit
+tests check the exact command sequence without Docker. The kubeconfig lives in its own file under
+the state folder; ``~/.kube/config`` is never touched.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from ci import console
 from ci.cluster import runtime as rt
-from ci.cluster.base import ClusterInfo, NodeAccess, Provisioner, info_path
-from ci.config import REPO_ROOT, Config
+from ci.cluster.base import ClusterInfo, Provisioner, info_path
+from ci.cluster.kind_config import (  # noqa: F401  (re-exported: the kind path's names in one place)
+    API_SAVE_PLATFORM, CI_LOG_DIR, CONFIG_MARKER, CONTAINERD_DROPIN, CRI_BASE_SPEC, CRI_PLUGINS, JOURNAL_UNIT,
+    JOURNAL_UNIT_FILE, JOURNALED, KIND_CONFIG_FILE, KIND_VERSION, NODE_BIN, NODE_KUBECTL, POD_ANNOTATIONS,
+    REAPER_DNS_MODE, REAPER_LOG, REAPER_RUN, REAPER_SHIM_LOG, RUNC_STATE, TRIPLES, api_version, component_logs,
+    config_digest, containerd_dropin, cri_ready, effective_handler, handler_entry, journal_unit, nodes_ready,
+    reaper_node_env, render_config, target_triple,
+)
+from ci.cluster.kind_run import Result, Runner, RunnerNode, ShRunner  # noqa: F401
+from ci.config import Config
 from ci.errors import CIError, SetupError, ToolMissing
 
-KIND_CONFIG_FILE = REPO_ROOT / "kind" / "cluster.yaml"
-KIND_VERSION = "v0.29.0"  # the kind release whose kindest/node:v1.33.1 digest is the default image
-NODE_BIN = "/usr/local/bin"
-NODE_KUBECTL = "/usr/bin/kubectl"  # kindest/node ships kubeadm, kubelet and kubectl there
-REAPER_RUN = "/run/reaper"  # REAPER_RUNTIME_ROOT: the runtime's state entries (and its overlay)
-REAPER_LOG_DIR = "/var/log/reaper-ci"
-REAPER_CONF = "/etc/reaper/reaper.conf"  # reaper's default; kind nodes have none, so defaults apply
-REAPER_LOG = f"{REAPER_LOG_DIR}/reaper-runtime.log"
-REAPER_SHIM_LOG = f"{REAPER_LOG_DIR}/reaper-shim.log"
-CRI_BASE_SPEC = "/etc/containerd/cri-base.json"  # base OCI spec of the node image's own runc handler
-CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")  # containerd config v2 / v3
-CONTAINERD_DROPIN = "/etc/systemd/system/containerd.service.d/reaper-ci.conf"
-JOURNAL_UNIT = "reaper-ci-journal@"  # instance per unit: copies its journal into a file the suite can tail
-JOURNAL_UNIT_FILE = f"/etc/systemd/system/{JOURNAL_UNIT}.service"
-JOURNALED = ("containerd", "kubelet")  # kind runs these as systemd units (journal only, no log file)
-CONFIG_MARKER = "/etc/reaper-ci/kind-config.sha256"  # on each node: digest of the config it was made from
-RUNC_STATE = "/run/containerd/runc/k8s.io"
 SMOKE_POD = "reaper-ci-smoke"
 SMOKE_TEXT = "reaper-ci-smoke-ok"
 HOST_BUSYBOX = Path("/bin/busybox")
-
-TRIPLES = {
-    "x86_64": "x86_64-unknown-linux-musl",
-    "amd64": "x86_64-unknown-linux-musl",
-    "aarch64": "aarch64-unknown-linux-musl",
-    "arm64": "aarch64-unknown-linux-musl",
-}
+IMAGE_ARCHIVE = "image.tar"  # under the state folder: the single-platform archive `kind load image-archive` reads
 
 
 class Timeouts:
@@ -67,204 +52,6 @@ class Timeouts:
     COMMAND = 120  # any other single command
     POLL = 1.0  # interval between two looks at a condition
 
-
-# ---------------------------------------------------------------------------- pure helpers
-
-
-def target_triple(machine: str) -> str:
-    """``uname -m`` of a node -> the static musl target to build for."""
-    triple = TRIPLES.get(machine.strip().lower())
-    if triple is None:
-        raise SetupError(f"kind node architecture {machine.strip()!r} is not supported (x86_64 or aarch64)")
-    return triple
-
-
-def handler_entry(cfg: Config, runtime: str) -> str:
-    """containerd (config version 2, as in kindest/node) entry for handler ``cfg.runtime_class``.
-
-    reaper: the same entry the local path writes (:func:`ci.cluster.runtime.handler_toml`).
-    runc: like the node image's own ``runc`` handler (base spec, ``SystemdCgroup = true``): kind's
-    kubelet uses the systemd cgroup driver, so runc must too.
-    """
-    if runtime == "reaper":
-        return rt.handler_toml(cfg.runtime_class, "reaper", cfg.runtime_type, None, config_version=2)
-    base = f'[plugins."{CRI_PLUGINS[0]}".containerd.runtimes.{rt._toml_key(cfg.runtime_class)}]'
-    return (f'{base}\n  runtime_type = "{rt.RUNC_RUNTIME_TYPE}"\n  base_runtime_spec = "{CRI_BASE_SPEC}"\n'
-            f'{base[:-1]}.options]\n  SystemdCgroup = true\n')
-
-
-def render_config(cfg: Config, runtime: str) -> str:
-    """The kind cluster config: one control-plane node whose containerd gets the handler entry
-    (:func:`handler_entry`) through ``containerdConfigPatches``, applied by kind at creation."""
-    lines = [
-        "# rendered by ci/cluster/kind.py (source: kind/cluster.yaml)",
-        "kind: Cluster",
-        "apiVersion: kind.x-k8s.io/v1alpha4",
-        "nodes:",
-        "  - role: control-plane",
-        "containerdConfigPatches:",
-        "  - |-",
-        *(f"    {ln}" for ln in handler_entry(cfg, runtime).rstrip("\n").splitlines()),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def reaper_node_env(cfg: Config) -> dict[str, str]:
-    """reaper's environment on a kind node: the local path's (:func:`ci.cluster.runtime.reaper_env`)
-    with the node's folders."""
-    env = rt.reaper_env(NODE_BIN, REAPER_RUN, REAPER_LOG_DIR, REAPER_CONF)
-    env["REAPER_RUNTIME_PATH"] = f"{NODE_BIN}/{cfg.runtime_binary}"
-    return env
-
-
-def effective_handler(dump: str, handler: str) -> dict | str:
-    """The handler's entry in ``containerd config dump`` output (config v2 or v3), or what is wrong."""
-    import tomllib
-
-    try:
-        plugins = tomllib.loads(dump).get("plugins", {})
-    except tomllib.TOMLDecodeError as e:
-        return f"unreadable `containerd config dump` ({e}): {dump.strip()[:200]!r}"
-    seen = []
-    for plugin in CRI_PLUGINS:
-        runtimes = plugins.get(plugin, {}).get("containerd", {}).get("runtimes", {})
-        if handler in runtimes:
-            return runtimes[handler]
-        seen += sorted(runtimes)
-    return f"no handler {handler!r} (handlers: {', '.join(seen) or 'none'})"
-
-
-def journal_unit() -> str:
-    """systemd template unit: ``reaper-ci-journal@containerd`` appends containerd's journal (from its
-    start, then following) to ``/var/log/reaper-ci/containerd.log``, so the suite can grep and tail the
-    component logs by path on kind nodes as on the local node."""
-    return ("[Unit]\nDescription=reaper-ci: copy the journal of %i into " + REAPER_LOG_DIR + "/%i.log\n\n"
-            "[Service]\nExecStart=/bin/sh -c 'exec journalctl --unit %i.service --follow --lines all --output short-iso "
-            ">> " + REAPER_LOG_DIR + "/%i.log'\n")
-
-
-def component_logs(runtime: str) -> dict[str, str]:
-    """Node paths of the component logs (ClusterInfo.component_logs; same names as the local path)."""
-    logs = {c: f"{REAPER_LOG_DIR}/{c}.log" for c in JOURNALED}
-    if runtime == "reaper":
-        logs.update({"reaper-runtime": REAPER_LOG, "reaper-shim": REAPER_SHIM_LOG})
-    return logs
-
-
-def config_digest(config_text: str, node_image: str) -> str:
-    return hashlib.sha256(f"{node_image}\n{config_text}".encode()).hexdigest()
-
-
-def containerd_dropin(env: dict[str, str]) -> str:
-    """systemd drop-in giving containerd (and so every shim it starts) the runtime's environment."""
-    return "[Service]\n" + "".join(f'Environment="{k}={v}"\n' for k, v in sorted(env.items()))
-
-
-def nodes_ready(nodes_json: str) -> bool | str:
-    """True when every node in ``kubectl get nodes -o json`` is Ready, else the state seen."""
-    try:
-        items = json.loads(nodes_json).get("items", [])
-    except json.JSONDecodeError:
-        return f"unreadable answer: {nodes_json.strip()[:200]!r}"
-    if not items:
-        return "no nodes registered yet"
-    not_ready = []
-    for n in items:
-        conds = {c.get("type"): c for c in n.get("status", {}).get("conditions", [])}
-        ready = conds.get("Ready", {})
-        if ready.get("status") != "True":
-            not_ready.append(f"{n['metadata']['name']} Ready={ready.get('status')} ({ready.get('reason')}: {str(ready.get('message', ''))[:150]})")
-    return True if not not_ready else "; ".join(not_ready)
-
-
-# ---------------------------------------------------------------------------- running commands
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    out: str  # stdout and stderr together; stdout only when the call asked for ``stderr=False``
-
-
-class Runner(Protocol):
-    def __call__(self, argv: Sequence[str], *, check: bool = True, input: str | None = None,
-                 timeout: float | None = None, cwd: Path | None = None, stderr: bool = True) -> Result: ...
-
-
-class ShRunner:
-    """The real runner: binaries through :func:`ci.tools.tool` (sh), output appended to ``log``.
-
-    ``check`` turns a non-zero exit into a one-line SetupError naming the command, the exit code,
-    the last output line and the log file. ``stderr=False`` keeps stderr out of ``Result.out``
-    (for output that is parsed: JSON, TOML, a kubeconfig); it still goes to the log.
-    """
-
-    def __init__(self, log: Path, extra_path: Iterable[Path] = ()):
-        self.log = log
-        self.extra_path = tuple(extra_path)
-
-    def __call__(self, argv: Sequence[str], *, check: bool = True, input: str | None = None,
-                 timeout: float | None = None, cwd: Path | None = None, stderr: bool = True) -> Result:
-        import sh
-
-        from ci import tools
-
-        cmd = tools.tool(argv[0], extra_path=self.extra_path)
-        chunks: list[str] = []
-        errs: list[str] = []
-        kw: dict = dict(_out=chunks.append, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False)
-        if stderr:
-            kw["_err_to_out"] = True
-        else:
-            kw["_err"] = errs.append
-        if input is not None:
-            kw["_in"] = input
-        if timeout is not None:
-            kw["_timeout"] = timeout
-        if cwd is not None:
-            kw["_cwd"] = str(cwd)
-        shown = " ".join(map(str, argv))
-        try:
-            code = cmd(*map(str, argv[1:]), **kw).exit_code
-        except sh.TimeoutException:
-            self._write(shown, "".join(chunks) + "".join(errs), "timed out")
-            raise SetupError(f"`{shown[:200]}` timed out after {timeout:.0f}s (log: {self.log})") from None
-        out, err = "".join(chunks), "".join(errs)
-        self._write(shown, out + (f"[stderr]\n{err}" if err else ""), f"exit {code}")
-        if check and code != 0:
-            both = (out + "\n" + err).strip()
-            last = " | ".join(r.strip() for r in both.splitlines()[-2:] if r.strip())[:300]
-            raise SetupError(f"`{shown[:200]}` failed with exit {code} (log: {self.log}){': ' + last if last else ''}")
-        return Result(code, out)
-
-    def _write(self, shown: str, out: str, end: str) -> None:
-        try:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log, "a", encoding="utf-8", errors="replace") as fh:
-                fh.write(f"\n$ {shown}\n{out}{'' if out.endswith(chr(10)) or not out else chr(10)}[{end}]\n")
-        except OSError:
-            pass  # the log is a convenience; the error message already says what failed
-
-
-class RunnerNode(NodeAccess):
-    """``docker exec`` through the provisioner's runner, so runtime.py's node helpers can be reused."""
-
-    def __init__(self, runner: Runner):
-        self.runner = runner
-
-    def argv(self, node: str, argv: Sequence[str]) -> list[str]:
-        return ["docker", "exec", "-i", node, *argv]
-
-    def run(self, node: str, argv: Sequence[str], timeout: float = 30, input: str | None = None):
-        import subprocess
-
-        r = self.runner(self.argv(node, argv), check=False, input=input, timeout=timeout)
-        return subprocess.CompletedProcess(self.argv(node, argv), r.returncode, r.out, r.out)
-
-    def write_file(self, node: str, path: str, content: str, timeout: float = 30) -> None:
-        r = self.run(node, ["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", path], timeout=timeout, input=content)
-        if r.returncode != 0:
-            raise SetupError(f"writing {path} on kind node {node} failed: {r.stdout.strip()[-300:]}")
 
 
 # ---------------------------------------------------------------------------- the provisioner
@@ -324,17 +111,23 @@ class KindProvisioner(Provisioner):
         for node in nodes:
             self._follow_journals(node)
 
+        machine = self.run(["docker", "exec", nodes[0], "uname", "-m"], timeout=Timeouts.COMMAND).out.strip()
         if runtime == "reaper":
-            machine = self.run(["docker", "exec", nodes[0], "uname", "-m"], timeout=Timeouts.COMMAND).out.strip()
             shim, runtime_bin = self._build(target_triple(machine))
             for node in nodes:
                 self._install_reaper(node, shim, runtime_bin)
         for node in nodes:
             self._check_handler(node, rt.RUNC_RUNTIME_TYPE if runtime == "runc" else cfg.runtime_type)
+            self._wait(f"containerd's CRI on {node} (RuntimeReady, NetworkReady)", lambda n=node: cri_ready(
+                self.run(["docker", "exec", n, "crictl", "info"], check=False, timeout=Timeouts.COMMAND, stderr=False).out),
+                Timeouts.NODE_READY)
 
         self._wait("nodes Ready", lambda: nodes_ready(self.kubectl("get", "nodes", "-o", "json", check=False, stderr=False).out), Timeouts.NODE_READY)
+        # a fresh cluster admits no pod before the service account controller made `default`
+        # (reaper's own scripts/lib/test-phases.sh waits for it too)
+        self._wait("the default ServiceAccount in namespace default", self._default_service_account, Timeouts.NODE_READY)
         self._apply_runtime_class()
-        self._load_image(nodes, machine_of=nodes[0])
+        self._load_image(nodes, machine)
         info = ClusterInfo(
             provisioner="kind",
             name=cfg.cluster_name,
@@ -345,7 +138,7 @@ class KindProvisioner(Provisioner):
             nodes=tuple(nodes),
             image=cfg.image,
             node_access="docker",
-            runtime_log=reaper_node_env(cfg)["REAPER_RUNTIME_LOG"] if runtime == "reaper" else None,
+            runtime_log=REAPER_LOG if runtime == "reaper" else None,
             runtime_state_dir=REAPER_RUN if runtime == "reaper" else RUNC_STATE,
             component_logs=component_logs(runtime),
             source=str(cfg.source) if cfg.source else None,
@@ -402,7 +195,7 @@ class KindProvisioner(Provisioner):
     def _follow_journals(self, node: str) -> None:
         """Start the journal copiers (:func:`journal_unit`) on ``node``; starting a running one is a no-op."""
         if self.access.read_file(node, JOURNAL_UNIT_FILE) != journal_unit():
-            self.run(["docker", "exec", node, "mkdir", "-p", REAPER_LOG_DIR], timeout=Timeouts.COMMAND)
+            self.run(["docker", "exec", node, "mkdir", "-p", CI_LOG_DIR], timeout=Timeouts.COMMAND)
             self.access.write_file(node, JOURNAL_UNIT_FILE, journal_unit())
             self.run(["docker", "exec", node, "systemctl", "daemon-reload"], timeout=Timeouts.COMMAND)
         self.run(["docker", "exec", node, "systemctl", "start", *(f"{JOURNAL_UNIT}{c}.service" for c in JOURNALED)],
@@ -418,6 +211,10 @@ class KindProvisioner(Provisioner):
         if entry.get("runtime_type") != runtime_type:
             raise SetupError(f"containerd on kind node {node}: handler {self.cfg.runtime_class} has runtime_type "
                              f"{entry.get('runtime_type')!r}, want {runtime_type!r}")
+
+    def _default_service_account(self) -> bool | str:
+        r = self.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False, stderr=False)
+        return True if r.returncode == 0 and "serviceaccount/default" in r.out else f"exit {r.returncode}: {r.out.strip()[-150:] or 'not there yet'}"
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = Timeouts.COMMAND, stderr: bool = True) -> Result:
         return self.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], check=check, timeout=timeout, stderr=stderr)
@@ -462,15 +259,15 @@ class KindProvisioner(Provisioner):
 
     def _install_reaper(self, node: str, shim: Path, runtime_bin: Path) -> None:
         """Copy the binaries into the node's /usr/local/bin (temporary name, then rename: a running
-        shim keeps its old file) and give containerd reaper's environment (:func:`reaper_node_env`,
-        the local path's settings); restart containerd when that changed."""
+        shim keeps its old file) and give containerd reaper's environment (:func:`reaper_node_env`:
+        what reaper's own install sets); restart containerd when that changed."""
         for src in (shim, runtime_bin):
             dest = f"{NODE_BIN}/{src.name}"
             self.run(["docker", "cp", str(src), f"{node}:{dest}.reaper-ci-tmp"], timeout=Timeouts.COMMAND)
             self.run(["docker", "exec", node, "/bin/sh", "-c", f'chmod 0755 "$1.reaper-ci-tmp" && mv -f "$1.reaper-ci-tmp" "$1"', "sh", dest],
                      timeout=Timeouts.COMMAND)
         self.run(["docker", "exec", node, f"{NODE_BIN}/{self.cfg.runtime_binary}", "--help"], timeout=Timeouts.COMMAND)
-        self.run(["docker", "exec", node, "mkdir", "-p", REAPER_RUN, REAPER_LOG_DIR], timeout=Timeouts.COMMAND)
+        self.run(["docker", "exec", node, "mkdir", "-p", REAPER_RUN], timeout=Timeouts.COMMAND)
         dropin = containerd_dropin(reaper_node_env(self.cfg))
         if self.access.read_file(node, CONTAINERD_DROPIN) != dropin:
             self.access.write_file(node, CONTAINERD_DROPIN, dropin)
@@ -487,11 +284,18 @@ class KindProvisioner(Provisioner):
 
     # ---------------------------------------------------------------- image
 
-    def _load_image(self, nodes: Sequence[str], machine_of: str) -> None:
-        """Put ``cfg.image`` on every node without a registry: a local Docker image (``cfg.image``
-        itself, else ``busybox:latest`` tagged as it) via ``kind load docker-image``, else an image
-        archive of the host's static busybox via ``kind load image-archive``."""
+    def _load_image(self, nodes: Sequence[str], machine: str) -> None:
+        """Put ``cfg.image`` on every node without a registry, always from a single-platform archive
+        through ``kind load image-archive``: a local Docker image (``cfg.image`` itself, else
+        ``busybox:latest`` tagged as it) saved with ``docker save --platform linux/<node arch>``,
+        else an archive of the host's static busybox. Never ``kind load docker-image``: kind saves
+        the whole image and imports it with ``ctr import --all-platforms``, which fails on a
+        multi-platform index whose other platforms the Docker >= 29 containerd store never pulled
+        (kind issues #3795, #4066)."""
+        from ci.cluster import images
+
         cfg, name = self.cfg, self.cfg.cluster_name
+        archive = self.dir / IMAGE_ARCHIVE
         local = None
         for ref in (cfg.image, "busybox:latest"):
             if self.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], check=False, timeout=Timeouts.COMMAND).returncode == 0:
@@ -500,18 +304,19 @@ class KindProvisioner(Provisioner):
         if local is not None:
             if local != cfg.image:
                 self.run(["docker", "tag", local, cfg.image], timeout=Timeouts.COMMAND)
-            self.run(["kind", "load", "docker-image", cfg.image, "--name", name], timeout=Timeouts.CREATE)
+            api = api_version(self.run(["docker", "version", "--format", "{{.Client.APIVersion}} {{.Server.APIVersion}}"],
+                                       check=False, timeout=Timeouts.COMMAND, stderr=False).out)
+            # before API 1.48 there is no --platform, and no containerd store by default: the classic
+            # store keeps one platform per image, so its archive is single-platform already
+            platform = [] if api is not None and api < API_SAVE_PLATFORM else ["--platform", f"linux/{images.go_arch(machine)}"]
+            self.run(["docker", "save", *platform, "-o", str(archive), cfg.image], timeout=Timeouts.CREATE)
         else:
-            from ci.cluster import images
-
             if not (HOST_BUSYBOX.is_file() and images.is_static(HOST_BUSYBOX)):
                 raise SetupError(f"no test image for kind: neither {cfg.image} nor busybox:latest is a local Docker image "
-                                 f"and {HOST_BUSYBOX} is not a static busybox (`docker pull busybox` or apt-get install busybox-static)")
-            machine = self.run(["docker", "exec", machine_of, "uname", "-m"], timeout=Timeouts.COMMAND).out.strip()
-            archive = images.docker_archive(self.dir / "busybox.tar", cfg.image,
-                                            images.busybox_layer(HOST_BUSYBOX, images.busybox_applets(HOST_BUSYBOX)),
-                                            cmd=["sh"], arch=images.go_arch(machine))
-            self.run(["kind", "load", "image-archive", str(archive), "--name", name], timeout=Timeouts.CREATE)
+                                 f"and {HOST_BUSYBOX} is not a static busybox (apt-get install busybox-static, or `docker pull busybox`)")
+            images.docker_archive(archive, cfg.image, images.busybox_layer(HOST_BUSYBOX, images.busybox_applets(HOST_BUSYBOX)),
+                                  cmd=["sh"], arch=images.go_arch(machine))
+        self.run(["kind", "load", "image-archive", str(archive), "--name", name], timeout=Timeouts.CREATE)
         for node in nodes:
             r = self.run(["docker", "exec", node, "crictl", "inspecti", cfg.image], check=False, timeout=Timeouts.COMMAND)
             if r.returncode != 0:
@@ -584,7 +389,7 @@ class KindProvisioner(Provisioner):
         name = self.cfg.cluster_name
         self.run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(self.kubeconfig)], timeout=Timeouts.COMMAND)
         for p in (self.kubeconfig, self.dir / "kind-config.yaml", self.dir / "runtimeclass.json", self.dir / "smoke-pod.json",
-                  self.dir / "busybox.tar", self.bin / "kubectl"):
+                  self.dir / IMAGE_ARCHIVE, self.dir / "busybox.tar", self.bin / "kubectl"):
             p.unlink(missing_ok=True)
         info = info_path(self.cfg.state_dir)
         try:
@@ -624,10 +429,10 @@ class KindProvisioner(Provisioner):
             else:
                 console.error(f"kind export logs failed (exit {r.returncode}): {r.out.strip()[-200:]}")
             for node in self._nodes():
-                for path in (REAPER_LOG, REAPER_SHIM_LOG):
+                for label, path in (("reaper-runtime", REAPER_LOG), ("reaper-shim", REAPER_SHIM_LOG)):
                     text = self.access.read_file(node, path)
                     if text is not None:
-                        out = dest / f"{node}-{Path(path).name}"
+                        out = dest / f"{node}-{label}.log"
                         out.write_text(text)
                         files.append(out)
                 dump = self.run(["docker", "exec", node, "containerd", "config", "dump"], check=False,

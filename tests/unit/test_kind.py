@@ -20,98 +20,15 @@ import pytest
 import yaml
 
 from ci.cluster import kind as kind_mod
-from ci.cluster import runtime as rt
 from ci.cluster.base import ClusterInfo, info_path
 from ci.cluster.kind import KindProvisioner, Result, render_config, target_triple
 from ci.config import DEFAULT_KIND_NODE_IMAGE, parse
 from ci.errors import SetupError, ToolMissing
 
-NODE = "reaper-ci-control-plane"
-READY = json.dumps({"items": [{"metadata": {"name": NODE}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]})
-NOT_READY = json.dumps({"items": [{"metadata": {"name": NODE}, "status": {"conditions": [
-    {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "cni plugin not initialized"}]}}]})
-SUCCEEDED = json.dumps({"status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}]}})
-KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
-RUST_TARGETS = "x86_64-unknown-linux-gnu\nx86_64-unknown-linux-musl\naarch64-unknown-linux-musl\n"
-
-
-def dump_v2(handler: str, runtime_type: str) -> str:
-    """The shape of `containerd config dump` (containerd 1.x, and kind's version-2 file)."""
-    return (f'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
-            f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]\n  runtime_type = "{runtime_type}"\n')
-
-
-def dump_v3(handler: str, runtime_type: str) -> str:
-    """The shape of `containerd config dump` on containerd 2.x (config version 3, CRI runtime plugin)."""
-    return (f"version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n  runtime_type = 'io.containerd.runc.v2'\n"
-            f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]\n  runtime_type = '{runtime_type}'\n")
-
-
-class FakeRunner:
-    """Answers by the first rule whose argv prefix matches; records (argv, cwd, input)."""
-
-    def __init__(self, rules: list[tuple[tuple[str, ...], Result]] = ()):
-        self.rules = list(rules)
-        self.calls: list[tuple[list[str], Path | None, str | None]] = []
-
-    def __call__(self, argv, *, check=True, input=None, timeout=None, cwd=None, stderr=True):
-        argv = [str(a) for a in argv]
-        self.calls.append((argv, cwd, input))
-        result = Result(0, "")
-        for prefix, answer in self.rules:
-            if tuple(argv[: len(prefix)]) == prefix:
-                result = answer(argv) if callable(answer) else answer
-                break
-        if check and result.returncode != 0:
-            raise SetupError(f"`{' '.join(argv)}` failed with exit {result.returncode}")
-        return result
-
-    def argvs(self, tmp: Path) -> list[str]:
-        return [" ".join(a).replace(str(tmp), "<tmp>") for a, _, _ in self.calls]
-
-
-def _workspace(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "Cargo.toml").write_text("[workspace]\n")
-    return src
-
-
-def _cfg(tmp_path: Path, *extra: str):
-    return parse(["--state-dir", str(tmp_path / "state"), "--artifacts", str(tmp_path / "artifacts"), *extra], {}, cwd=tmp_path)
-
-
-def _fresh_cluster_rules(tmp_path: Path, marker: str | None = None, clusters: str = "No kind clusters found.\n",
-                         runtime_type: str = "io.containerd.reaper.v2"):
-    target = tmp_path / "target"
-    return [
-        (("kind", "get", "clusters"), Result(0, clusters)),
-        (("kind", "get", "nodes"), Result(0, NODE + "\n")),
-        (("kind", "get", "kubeconfig"), Result(0, KUBECONFIG)),
-        (("docker", "exec", "-i", NODE, "cat", kind_mod.CONFIG_MARKER), Result(0, marker) if marker else Result(1, "No such file")),
-        (("docker", "exec", "-i", NODE, "cat"), Result(1, "No such file")),  # drop-in, journal unit: not there yet
-        (("docker", "exec", NODE, "uname", "-m"), Result(0, "x86_64\n")),
-        (("docker", "exec", NODE, "containerd", "config", "dump"), Result(0, dump_v2("reaper-v2", runtime_type))),
-        (("rustup", "target", "list", "--installed"), Result(0, RUST_TARGETS)),
-        (("docker", "cp", f"{NODE}:/usr/bin/kubectl"), _copy_out),
-        (("cargo", "metadata"), Result(0, json.dumps({"target_directory": str(target)}))),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, READY)),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "pod"), Result(0, SUCCEEDED)),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "logs"), Result(0, kind_mod.SMOKE_TEXT + "\n")),
-    ]
-
-
-def _copy_out(argv: list[str]) -> Result:
-    """`docker cp node:path dest`: the file appears at dest, as with Docker."""
-    Path(argv[-1]).write_bytes(b"\x7fELF")
-    return Result(0, "")
-
-
-def _built(tmp_path: Path, triple: str = "x86_64-unknown-linux-musl") -> None:
-    out = tmp_path / "target" / triple / "release"
-    out.mkdir(parents=True)
-    for name in ("containerd-shim-reaper-v2", "reaper-runtime"):
-        (out / name).write_bytes(b"\x7fELF")
+from _kind_fake import (  # noqa: E402
+    KUBECONFIG, NODE, NOT_READY, FakeRunner, _built, _cfg, _fresh_cluster_rules,
+    _workspace, dump_v2, dump_v3, fast,
+)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -123,7 +40,9 @@ def test_rendered_config_has_the_reaper_handler_entry(tmp_path):
     assert doc["kind"] == "Cluster" and doc["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     (patch,) = doc["containerdConfigPatches"]
     runtimes = tomllib.loads(patch)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
-    assert runtimes == {"reaper-v2": {"runtime_type": "io.containerd.reaper.v2", "sandbox_mode": "podsandbox"}}
+    # reaper's own kind config (scripts/kind-config.yaml at a8a0d28): its pod annotations reach the runtime
+    assert runtimes == {"reaper-v2": {"runtime_type": "io.containerd.reaper.v2", "sandbox_mode": "podsandbox",
+                                      "pod_annotations": ["reaper.runtime/*"]}}
 
 
 def test_committed_kind_config_is_the_default_rendering(tmp_path):
@@ -175,12 +94,43 @@ def test_effective_handler_on_unreadable_output():
     assert kind_mod.effective_handler("level=info msg=hello\n[[[", "reaper-v2").startswith("unreadable `containerd config dump`")
 
 
-def test_reaper_node_env_is_the_local_paths_with_node_folders(tmp_path):
-    env = kind_mod.reaper_node_env(_cfg(tmp_path, "--runtime-binary", "my-runtime"))
-    assert env["REAPER_RUNTIME_PATH"] == "/usr/local/bin/my-runtime"
-    assert env["REAPER_RUNTIME_ROOT"] == kind_mod.REAPER_RUN
-    assert env["REAPER_RUNTIME_LOG"] == kind_mod.REAPER_LOG and env["REAPER_SHIM_LOG"] == kind_mod.REAPER_SHIM_LOG
-    assert set(env) == set(rt.reaper_env("b", "r", "l", "c"))  # no variable of the local path is dropped
+def test_reaper_node_env_is_what_reapers_own_install_sets():
+    """reaper's install (a8a0d28: Ansible/Helm reaper.conf; d8d19fe: /etc/default/containerd) sets
+    its DNS mode and its log path; the shim's runtime path (its default) and shim log (logging only)
+    are the two additions. Nothing that moves state or changes overlay isolation."""
+    env = kind_mod.reaper_node_env(parse(["--runtime-binary", "my-runtime"], {}))
+    assert env == {
+        "REAPER_DNS_MODE": "kubernetes",
+        "REAPER_RUNTIME_LOG": "/run/reaper/runtime.log",
+        "REAPER_RUNTIME_PATH": "/usr/local/bin/my-runtime",
+        "REAPER_SHIM_LOG": "/run/reaper/shim.log",
+    }
+    assert not any(k.startswith(("REAPER_OVERLAY", "REAPER_RUNTIME_ROOT", "REAPER_FILTER", "REAPER_CONFIG", "REAPER_NO_OVERLAY"))
+                   for k in env)
+    assert kind_mod.reaper_node_env(parse([], {}))["REAPER_RUNTIME_PATH"] == "/usr/local/bin/reaper-runtime"  # the shim's default
+
+
+def test_every_reaper_file_is_under_run_reaper():
+    # /var is a volume on kind nodes, outside what reaper's overlay shows; reaper's install uses /run/reaper
+    for path in (kind_mod.REAPER_LOG, kind_mod.REAPER_SHIM_LOG, *kind_mod.component_logs("reaper").values()):
+        assert path.startswith("/run/reaper/") or path.startswith(kind_mod.CI_LOG_DIR + "/") and "reaper-" not in path.rsplit("/", 1)[1]
+    assert kind_mod.REAPER_RUN == "/run/reaper"
+
+
+@pytest.mark.parametrize("info, expected", [
+    ('{"status": {"conditions": [{"type": "RuntimeReady", "status": true}, {"type": "NetworkReady", "status": true}]}}', True),
+    ('{"status": {"conditions": [{"type": "RuntimeReady", "status": true}, {"type": "NetworkReady", "status": false, '
+     '"reason": "NetworkPluginNotReady"}]}}', "NetworkReady=False (NetworkPluginNotReady)"),
+    ("", "unreadable `crictl info`: ''"),
+])
+def test_cri_ready_reads_crictl_info(info, expected):
+    assert kind_mod.cri_ready(info) == expected
+
+
+@pytest.mark.parametrize("text, expected", [("1.52 1.52\n", (1, 52)), ("1.47 1.52", (1, 47)), ("1.52 1.41", (1, 41)), ("", None),
+                                            ("Error response from daemon", None)])
+def test_docker_api_version_is_the_lower_of_client_and_server(text, expected):
+    assert kind_mod.api_version(text) == expected
 
 
 def test_journal_copier_writes_the_files_cluster_info_names():
@@ -279,7 +229,7 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     _built(tmp_path)
     cfg = _cfg(tmp_path, "--source", str(src), "--runtime", "reaper")
     runner = FakeRunner(_fresh_cluster_rules(tmp_path))
-    info = KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
+    info = KindProvisioner(cfg, runner=runner, **fast()).up()
 
     kc = "<tmp>/state/kind/reaper-ci/kubeconfig"
     d = "<tmp>/state/kind/reaper-ci"
@@ -307,17 +257,21 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
         f"docker cp {rel}/reaper-runtime {NODE}:/usr/local/bin/reaper-runtime.reaper-ci-tmp",
         f"docker exec {NODE} /bin/sh -c {mv} sh /usr/local/bin/reaper-runtime",
         f"docker exec {NODE} /usr/local/bin/reaper-runtime --help",
-        f"docker exec {NODE} mkdir -p /run/reaper /var/log/reaper-ci",
+        f"docker exec {NODE} mkdir -p /run/reaper",
         f"docker exec -i {NODE} cat {kind_mod.CONTAINERD_DROPIN}",
         f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONTAINERD_DROPIN}",
         f"docker exec {NODE} systemctl daemon-reload",
         f"docker exec -i {NODE} systemctl restart containerd",
         f"docker exec -i {NODE} ctr version",
         f"docker exec {NODE} containerd config dump",
+        f"docker exec {NODE} crictl info",
         f"kubectl --kubeconfig {kc} get nodes -o json",
+        f"kubectl --kubeconfig {kc} get serviceaccount default -n default -o name",
         f"kubectl --kubeconfig {kc} apply -f {d}/runtimeclass.json",
         "docker image inspect --format {{.Id}} docker.io/library/busybox:reaper-ci",
-        "kind load docker-image docker.io/library/busybox:reaper-ci --name reaper-ci",
+        "docker version --format {{.Client.APIVersion}} {{.Server.APIVersion}}",
+        f"docker save --platform linux/amd64 -o {d}/image.tar docker.io/library/busybox:reaper-ci",
+        f"kind load image-archive {d}/image.tar --name reaper-ci",
         f"docker exec {NODE} crictl inspecti docker.io/library/busybox:reaper-ci",
         f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --ignore-not-found --wait=true --grace-period=0 --force",
         f"kubectl --kubeconfig {kc} apply -f {d}/smoke-pod.json",
@@ -331,14 +285,15 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     assert targets[1] == src  # the workspace's toolchain (rust-toolchain.toml) is the one asked
     dropin = next(c for c in runner.calls if c[0][-1] == kind_mod.CONTAINERD_DROPIN and c[2])
     assert dropin[2] == kind_mod.containerd_dropin(kind_mod.reaper_node_env(cfg))
-    assert f'Environment="REAPER_RUNTIME_LOG={kind_mod.REAPER_LOG}"' in dropin[2].splitlines()
+    assert dropin[2] == ('[Service]\nEnvironment="REAPER_DNS_MODE=kubernetes"\nEnvironment="REAPER_RUNTIME_LOG=/run/reaper/runtime.log"\n'
+                         'Environment="REAPER_RUNTIME_PATH=/usr/local/bin/reaper-runtime"\nEnvironment="REAPER_SHIM_LOG=/run/reaper/shim.log"\n')
     unit = next(c for c in runner.calls if c[0][-1] == kind_mod.JOURNAL_UNIT_FILE and c[2])
     assert unit[2] == kind_mod.journal_unit()
     # the ClusterInfo the suite reads
     assert info == ClusterInfo.load(info_path(cfg.state_dir))
     assert info.provisioner == "kind" and info.node_access == "docker" and info.nodes == (NODE,)
     assert info.runtime == "reaper" and info.shim_process == "containerd-shim-reaper-v2"
-    assert info.runtime_log == kind_mod.REAPER_LOG and info.runtime_class == "reaper-v2"
+    assert info.runtime_log == "/run/reaper/runtime.log" and info.runtime_class == "reaper-v2"
     assert info.runtime_state_dir == "/run/reaper" and info.component_logs == kind_mod.component_logs("reaper")
     assert info.kubeconfig == str(tmp_path / "state/kind/reaper-ci/kubeconfig")
     assert Path(info.kubeconfig).read_text() == KUBECONFIG
@@ -352,7 +307,7 @@ def test_up_builds_for_an_arm_node(tmp_path):
     _built(tmp_path, "aarch64-unknown-linux-musl")
     rules = [(("docker", "exec", NODE, "uname", "-m"), Result(0, "aarch64\n"))] + _fresh_cluster_rules(tmp_path)
     runner = FakeRunner(rules)
-    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, sleep=lambda s: None).up()
+    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
     assert "cargo build --release --target aarch64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime" in runner.argvs(tmp_path)
 
 
@@ -360,7 +315,7 @@ def test_up_reuses_a_cluster_made_from_the_same_config(tmp_path):
     cfg = _cfg(tmp_path, "--runtime", "runc")
     digest = kind_mod.config_digest(render_config(cfg, "runc"), cfg.kind_node_image)
     runner = FakeRunner(_fresh_cluster_rules(tmp_path, marker=digest + "\n", clusters="reaper-ci\n", runtime_type="io.containerd.runc.v2"))
-    prov = KindProvisioner(cfg, runner=runner, sleep=lambda s: None)
+    prov = KindProvisioner(cfg, runner=runner, **fast())
     info = prov.up()
     seen = runner.argvs(tmp_path)
     assert not any(c.startswith(("kind create", "kind delete", "cargo", "rustup")) for c in seen)
@@ -378,7 +333,7 @@ def test_up_reuses_a_cluster_made_from_the_same_config(tmp_path):
 def test_up_recreates_a_cluster_made_from_another_config(tmp_path):
     cfg = _cfg(tmp_path, "--runtime", "runc")
     runner = FakeRunner(_fresh_cluster_rules(tmp_path, marker="0" * 64, clusters="reaper-ci\n", runtime_type="io.containerd.runc.v2"))
-    KindProvisioner(cfg, runner=runner, sleep=lambda s: None).up()
+    KindProvisioner(cfg, runner=runner, **fast()).up()
     seen = runner.argvs(tmp_path)
     delete = seen.index("kind delete cluster --name reaper-ci --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig")
     create = next(i for i, c in enumerate(seen) if c.startswith("kind create cluster --name reaper-ci"))
@@ -402,7 +357,7 @@ def test_handler_missing_from_containerd_is_one_line(tmp_path, dump, expected):
     rules = [(("docker", "exec", NODE, "containerd", "config", "dump"), Result(0, dump))] + _fresh_cluster_rules(tmp_path)
     runner = FakeRunner(rules)
     with pytest.raises(SetupError) as e:
-        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, sleep=lambda s: None).up()
+        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
     assert str(e.value) == f"containerd on kind node {NODE}: {expected}"
     assert not any(c.startswith("kubectl") and "apply" in c for c in runner.argvs(tmp_path))  # stopped before the RuntimeClass
 
@@ -412,7 +367,7 @@ def test_missing_rust_target_stops_before_the_build(tmp_path):
     rules = [(("rustup", "target", "list", "--installed"), Result(0, "x86_64-unknown-linux-gnu\n"))] + _fresh_cluster_rules(tmp_path)
     runner = FakeRunner(rules)
     with pytest.raises(ToolMissing) as e:
-        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, sleep=lambda s: None).up()
+        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
     assert "rustup target add x86_64-unknown-linux-musl" in str(e.value) and "\n" not in str(e.value)
     assert not any(c.startswith("cargo") for c in runner.argvs(tmp_path))
 
@@ -439,7 +394,7 @@ def test_failed_smoke_pod_is_a_setup_error(tmp_path):
     rules = [(("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, failed))]
     rules += _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
     with pytest.raises(SetupError, match="smoke pod on RuntimeClass reaper-v2 Failed"):
-        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules), sleep=lambda s: None).up()
+        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules), **fast()).up()
 
 
 def test_unreadable_smoke_pod_answer_is_waited_on_not_a_traceback(tmp_path):
