@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
     cfg = config_mod.parse(argv, prog="cluster", actions=ACTIONS, allow_pytest_args=False)
     if cfg.action is None:
         raise UsageError(f"cluster: say what to do: {' | '.join(ACTIONS)} (e.g. `nox -s cluster -- up --runtime runc`)")
+    if cfg.action == "up":
+        from ci.phases.k8s import check_runtime_choice
+
+        check_runtime_choice(cfg, prog="cluster up")
     prov = get_provisioner(cfg)
     started = time.monotonic()
     if cfg.action == "up":
