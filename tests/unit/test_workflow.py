@@ -1,5 +1,7 @@
-"""The GitHub Actions workflow: actionlint clean, least privilege, SHA pins, artifacts always
-uploaded, and every ``nox -s X`` it runs is a session the noxfile defines.
+"""The GitHub Actions workflow: actionlint clean, least privilege, SHA pins of the current action
+releases, artifacts always uploaded, every ``nox -s X`` it runs is a session the noxfile defines;
+it checks reaper out itself (inputs, pinned default, .github/reaper-source.sh run for each of its
+rules), names the runtime, and runs the pipeline's own tests.
 
 actionlint comes from PATH or is built once through the Go module proxy (ci/actionlint.py);
 if neither works the test fails: nothing here is skipped.
@@ -8,8 +10,10 @@ if neither works the test fails: nothing here is skipped.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +22,16 @@ from ci import actionlint
 from ci.config import REPO_ROOT
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "ci.yml"
+SOURCE_SCRIPT = REPO_ROOT / ".github" / "reaper-source.sh"
+# current releases (tag -> commit read from each action's repository), bumped by hand
+PINS = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+    "actions/setup-go": ("b7ad1dad31e06c5925ef5d2fc7ad053ef454303e", "v7.0.0"),
+    "actions/cache": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
+    "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"),
+}
+REAPER_PIN = "a8a0d2873e2c412096a9f1579d51c24ea384fa8b"  # miguelgila/reaper v0.2.27
 SHA_PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
 NOX_CALL = re.compile(r"\bnox\s+(?:[^\n]*?\s)?-s\s+([A-Za-z0-9_-]+)")
 
@@ -96,16 +110,22 @@ def test_artifacts_are_uploaded_always(wf):
         for s in uploads:
             assert s.get("if") == "always()", f"job {name}: upload runs only on success ({s.get('if')})"
             assert s["with"]["path"].rstrip("/") == "artifacts"
+            # a setup failure shows as one red step, not a second one for the missing artifacts
+            assert s["with"]["if-no-files-found"] == "warn", f"job {name}: if-no-files-found {s['with'].get('if-no-files-found')}"
         assert job["steps"][-1] in uploads, f"job {name}: the upload must be the last step"
 
 
-def test_caches_are_keyed_on_lock_and_requirements(wf):
-    for name, job in wf["jobs"].items():
-        caches = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
-        cargo = [s for s in caches if "~/.cargo/registry" in s["with"]["path"]]
-        nox_ = [s for s in caches if s["with"]["path"].strip() == ".nox"]
-        assert cargo and "Cargo.lock" in cargo[0]["with"]["key"] and "target" in cargo[0]["with"]["path"].split(), f"job {name}: cargo cache"
-        assert nox_ and "requirements*.txt" in nox_[0]["with"]["key"], f"job {name}: .nox cache"
+def test_caches_are_keyed_on_reapers_lock_and_no_nox_cache(wf):
+    for name in ("phase1", "k8s"):
+        caches = [s for s in wf["jobs"][name]["steps"] if s.get("uses", "").startswith("actions/cache@")]
+        (cargo,) = [s for s in caches if "~/.cargo/registry" in s["with"]["path"]]
+        assert "hashFiles(format('{0}/Cargo.lock', steps.reaper.outputs.dir))" in cargo["with"]["key"], f"job {name}: cargo cache key"
+        assert "${{ steps.reaper.outputs.dir }}/target" in cargo["with"]["path"].splitlines(), f"job {name}: the target folder of reaper's checkout"
+    for name, job in wf["jobs"].items():  # nox recreates its virtualenvs on every run: a .nox cache only costs time
+        assert not any(".nox" in str(s.get("with", {}).get("path", "")) for s in job["steps"]), f"job {name} caches .nox"
+    (build,) = [s for s in wf["jobs"]["tests"]["steps"] if s.get("uses", "").startswith("actions/cache@")]
+    assert build["with"]["path"] == "${{ runner.temp }}/reaper-ci-cache"
+    assert "ci/config.py" in build["with"]["key"] and "ci/cluster/k8s_build.py" in build["with"]["key"]
 
 
 def test_every_nox_session_run_exists(wf):
@@ -117,10 +137,118 @@ def test_every_nox_session_run_exists(wf):
         assert session in sessions, f"job {job} runs `nox -s {session}` but noxfile.py has no such session ({sorted(sessions)})"
 
 
-def test_entrypoints_are_phase1_and_k8s_on_kind(wf):
+def test_entrypoints_test_the_checked_out_reaper_with_the_runtime_named(wf):
     runs = {j: " ".join(s.get("run", "") for s in job["steps"]) for j, job in wf["jobs"].items()}
-    assert "nox -s phase1" in runs["phase1"]
-    assert "nox -s k8s -- --provisioner kind" in runs["k8s"]
+    assert 'nox -s phase1 -- --source "$REAPER_SOURCE"' in runs["phase1"]
+    # --runtime reaper explicit: `auto` without a workspace would have tested runc only
+    assert 'nox -s k8s -- --provisioner kind --runtime reaper --source "$REAPER_SOURCE"' in runs["k8s"]
+    for job in ("phase1", "k8s"):
+        (step,) = [s for s in wf["jobs"][job]["steps"] if "nox -s" in s.get("run", "") and "--source" in s["run"]]
+        assert step["env"]["REAPER_SOURCE"] == "${{ steps.reaper.outputs.source }}"
+
+
+def _reaper_steps(job: dict) -> tuple[dict, dict]:
+    steps = job["steps"]
+    (which,) = [s for s in steps if s.get("id") == "reaper"]
+    (checkout,) = [s for s in steps if s.get("uses", "").startswith("actions/checkout@") and "repository" in s.get("with", {})]
+    assert steps.index(which) < steps.index(checkout) < min(i for i, s in enumerate(steps) if "nox -s" in s.get("run", ""))
+    return which, checkout
+
+
+def test_reaper_is_checked_out_from_the_inputs_or_the_pinned_default(wf):
+    inputs = wf["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["reaper-repository"]["default"] == wf["env"]["REAPER_DEFAULT_REPOSITORY"] == "miguelgila/reaper"
+    assert inputs["reaper-ref"]["default"] == wf["env"]["REAPER_DEFAULT_REF"] == REAPER_PIN  # a commit SHA, not a branch
+    for name in ("phase1", "k8s"):
+        which, checkout = _reaper_steps(wf["jobs"][name])
+        assert which["run"].strip() == ".github/reaper-source.sh"
+        assert which["env"] == {"EVENT": "${{ github.event_name }}", "INPUT_REPOSITORY": "${{ inputs.reaper-repository }}",
+                                "INPUT_REF": "${{ inputs.reaper-ref }}"}
+        assert checkout["if"] == "steps.reaper.outputs.repository != ''"  # in reaper's own repository: no second checkout
+        assert checkout["with"] == {"repository": "${{ steps.reaper.outputs.repository }}", "ref": "${{ steps.reaper.outputs.ref }}",
+                                    "path": "${{ env.REAPER_CHECKOUT }}", "persist-credentials": False}
+
+
+def test_inputs_never_reach_a_script_unquoted(wf):
+    # script injection: inputs and event fields go through env, never ${{ }} inside run
+    for job, step in _steps(wf):
+        assert not re.search(r"\$\{\{\s*(inputs|github\.event)\.", step.get("run", "")), f"job {job}: {step.get('name')}"
+
+
+def _source(tmp_path: Path, event: str, repo: str = "", ref: str = "", cargo: bool = False) -> tuple[int, dict, str]:
+    work = tmp_path / "ws"
+    work.mkdir(exist_ok=True)
+    if cargo:
+        (work / "Cargo.toml").write_text("[workspace]\n")
+    out = tmp_path / "out"
+    out.write_text("")
+    env = {"PATH": os.environ["PATH"], "GITHUB_WORKSPACE": str(work), "GITHUB_OUTPUT": str(out), "EVENT": event,
+           "INPUT_REPOSITORY": repo, "INPUT_REF": ref, "REAPER_CHECKOUT": "reaper-src",
+           "REAPER_DEFAULT_REPOSITORY": "miguelgila/reaper", "REAPER_DEFAULT_REF": REAPER_PIN}
+    proc = subprocess.run([str(SOURCE_SCRIPT)], cwd=work, env=env, capture_output=True, text=True, timeout=30)
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    return proc.returncode, outputs, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("event, repo, ref, cargo, expected", [
+    # push / pull_request here (no Cargo.toml): the pinned default
+    ("push", "", "", False, {"repository": "miguelgila/reaper", "ref": REAPER_PIN, "dir": "reaper-src", "source": "<ws>/reaper-src"}),
+    ("pull_request", "", "", False, {"repository": "miguelgila/reaper", "ref": REAPER_PIN, "dir": "reaper-src", "source": "<ws>/reaper-src"}),
+    # workflow_dispatch with inputs: those
+    ("workflow_dispatch", "someone/reaper-fork", "v0.2.26", False,
+     {"repository": "someone/reaper-fork", "ref": "v0.2.26", "dir": "reaper-src", "source": "<ws>/reaper-src"}),
+    # in reaper's own repository (Cargo.toml at the root), inputs empty: this checkout
+    ("push", "", "", True, {"repository": "", "ref": "", "dir": ".", "source": "<ws>"}),
+    ("workflow_dispatch", "", "", True, {"repository": "", "ref": "", "dir": ".", "source": "<ws>"}),
+    # ... but given inputs still win there
+    ("workflow_dispatch", "miguelgila/reaper", REAPER_PIN, True,
+     {"repository": "miguelgila/reaper", "ref": REAPER_PIN, "dir": "reaper-src", "source": "<ws>/reaper-src"}),
+])
+def test_reaper_source_script_rules(tmp_path, event, repo, ref, cargo, expected):
+    rc, outputs, log = _source(tmp_path, event, repo, ref, cargo)
+    assert rc == 0, log
+    assert {k: v.replace(str(tmp_path / "ws"), "<ws>") for k, v in outputs.items()} == expected
+
+
+@pytest.mark.parametrize("repo, ref, message", [
+    ("", "", "nothing to test"),  # dispatch, inputs emptied, not reaper's repository
+    ("miguelgila/reaper; rm -rf /", "", "is not owner/name"),
+    ("miguelgila/reaper", "main$(id)", "is not a commit SHA"),
+])
+def test_reaper_source_script_refuses_in_one_line(tmp_path, repo, ref, message):
+    rc, outputs, log = _source(tmp_path, "workflow_dispatch", repo, ref)
+    assert rc != 0 and outputs == {}
+    (error,) = [ln for ln in log.splitlines() if ln.startswith("::error::")]
+    assert message in error
+
+
+def test_pipelines_own_tests_run_in_a_job(wf):
+    job = wf["jobs"]["tests"]
+    runs = [s.get("run", "") for s in job["steps"]]
+    (plain,) = [r for r in runs if "nox -s tests" in r and "sudo" not in r]
+    (root,) = [r for r in runs if "nox -s tests" in r and "sudo" in r]
+    assert "tests/unit" in plain.split() and "tests/self/test_phase1.py" in plain.split()
+    # the local cluster needs root (containerd, kubelet, iptables on the host): sudo, PATH kept for go and nox
+    assert "tests/self/test_local_cluster.py" in root.split() and 'env "PATH=$PATH" nox' in root and "CI" in root
+    named = {Path(w) for r in (plain, root) for w in r.split() if w.startswith("tests/")}
+    for f in sorted((REPO_ROOT / "tests").glob("*/test_*.py")):
+        rel = f.relative_to(REPO_ROOT)
+        if rel.parts[1] in ("unit", "self"):
+            assert rel in named or rel.parent in named, f"{rel} runs in no job"
+    assert any(s.get("uses", "").startswith("actions/setup-go@") for s in job["steps"])  # actionlint + the local cluster build
+
+
+def test_runners_and_action_pins_are_current(wf):
+    for name, job in wf["jobs"].items():
+        assert job["runs-on"] == "ubuntu-24.04", f"job {name}: runs-on {job['runs-on']} (a fixed image, not -latest)"
+    text = WORKFLOW.read_text()
+    for job, step in _steps(wf):
+        if "uses" not in step:
+            continue
+        action, sha = step["uses"].split("@")
+        assert action in PINS, f"job {job}: {action} has no known current release"
+        assert sha == PINS[action][0], f"job {job}: {action}@{sha} is not {PINS[action][1]} ({PINS[action][0]})"
+        assert re.search(rf"{re.escape(step['uses'])}\s*#\s*{re.escape(PINS[action][1])}\s*$", text, re.M)
 
 
 def test_kind_and_tools_are_pinned(wf):
