@@ -285,42 +285,9 @@ class KindProvisioner(Provisioner):
     # ---------------------------------------------------------------- image
 
     def _load_image(self, nodes: Sequence[str], machine: str) -> None:
-        """Put ``cfg.image`` on every node without a registry, always from a single-platform archive
-        through ``kind load image-archive``: a local Docker image (``cfg.image`` itself, else
-        ``busybox:latest`` tagged as it) saved with ``docker save --platform linux/<node arch>``,
-        else an archive of the host's static busybox. Never ``kind load docker-image``: kind saves
-        the whole image and imports it with ``ctr import --all-platforms``, which fails on a
-        multi-platform index whose other platforms the Docker >= 29 containerd store never pulled
-        (kind issues #3795, #4066)."""
-        from ci.cluster import images
+        from ci.cluster import kind_image
 
-        cfg, name = self.cfg, self.cfg.cluster_name
-        archive = self.dir / IMAGE_ARCHIVE
-        local = None
-        for ref in (cfg.image, "busybox:latest"):
-            if self.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], check=False, timeout=Timeouts.COMMAND).returncode == 0:
-                local = ref
-                break
-        if local is not None:
-            if local != cfg.image:
-                self.run(["docker", "tag", local, cfg.image], timeout=Timeouts.COMMAND)
-            api = api_version(self.run(["docker", "version", "--format", "{{.Client.APIVersion}} {{.Server.APIVersion}}"],
-                                       check=False, timeout=Timeouts.COMMAND, stderr=False).out)
-            # before API 1.48 there is no --platform, and no containerd store by default: the classic
-            # store keeps one platform per image, so its archive is single-platform already
-            platform = [] if api is not None and api < API_SAVE_PLATFORM else ["--platform", f"linux/{images.go_arch(machine)}"]
-            self.run(["docker", "save", *platform, "-o", str(archive), cfg.image], timeout=Timeouts.CREATE)
-        else:
-            if not (HOST_BUSYBOX.is_file() and images.is_static(HOST_BUSYBOX)):
-                raise SetupError(f"no test image for kind: neither {cfg.image} nor busybox:latest is a local Docker image "
-                                 f"and {HOST_BUSYBOX} is not a static busybox (apt-get install busybox-static, or `docker pull busybox`)")
-            images.docker_archive(archive, cfg.image, images.busybox_layer(HOST_BUSYBOX, images.busybox_applets(HOST_BUSYBOX)),
-                                  cmd=["sh"], arch=images.go_arch(machine))
-        self.run(["kind", "load", "image-archive", str(archive), "--name", name], timeout=Timeouts.CREATE)
-        for node in nodes:
-            r = self.run(["docker", "exec", node, "crictl", "inspecti", cfg.image], check=False, timeout=Timeouts.COMMAND)
-            if r.returncode != 0:
-                raise SetupError(f"{cfg.image} is not on node {node} after kind load: {r.out.strip()[-200:]}")
+        kind_image.load_image(self.run, self.cfg, self.dir / IMAGE_ARCHIVE, nodes, machine, HOST_BUSYBOX, Timeouts.COMMAND, Timeouts.CREATE)
 
     # ---------------------------------------------------------------- smoke
 
