@@ -65,8 +65,8 @@ def handler_entry(cfg: Config, runtime: str) -> str:
     handler (base spec, ``SystemdCgroup = true``): kind's kubelet uses the systemd cgroup driver.
     """
     if runtime == "reaper":
-        entry = rt.handler_toml(cfg.runtime_class, "reaper", cfg.runtime_type, None, config_version=2)
-        return entry + f"  pod_annotations = {json.dumps(list(POD_ANNOTATIONS))}\n"
+        # handler_toml's entry already passes POD_ANNOTATIONS through (the same entry as the local path)
+        return rt.handler_toml(cfg.runtime_class, "reaper", cfg.runtime_type, None, config_version=2)
     base = f'[plugins."{CRI_PLUGINS[0]}".containerd.runtimes.{rt._toml_key(cfg.runtime_class)}]'
     return (f'{base}\n  runtime_type = "{rt.RUNC_RUNTIME_TYPE}"\n  base_runtime_spec = "{CRI_BASE_SPEC}"\n'
             f'{base[:-1]}.options]\n  SystemdCgroup = true\n')

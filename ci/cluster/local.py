@@ -51,6 +51,11 @@ SMOKE_TEXT = "reaper-ci-smoke-ok"
 CNI_BIN_DIR = "/usr/lib/cni"
 CNI_CACHE = Path("/var/lib/cni/results")  # libcni's result cache: containerd 1.6 has no setting for it
 REAPER_MERGED = Path("/run/reaper/merged")  # reaper's overlay mount point: fixed, not under REAPER_OVERLAY_BASE
+# reaper runs with its deployed defaults (its users' overlay layout: node-wide at d8d19fe, per
+# Kubernetes namespace at later commits), so its overlay state lives in reaper's own folder:
+REAPER_HOME = Path("/run/reaper")
+REAPER_OVERLAY_STATE = ("overlay", "ns", "shared-mnt-ns", "merged", "overlay-filters")  # + overlay*.lock
+OWNS_REAPER_HOME = "owns-run-reaper"  # in the state folder: this cluster's reaper made /run/reaper's overlay state
 
 
 class Timeouts:
@@ -527,6 +532,23 @@ def _mnt_ns_inode(path: Path) -> int | None:
     return st.st_ino
 
 
+def _is_nsfs(path: Path) -> bool:
+    """A namespace file bind-mounted at ``path`` (reaper keeps its overlay namespaces so): a regular
+    file whose device differs from its folder's (a mount point) is what nsfs mounts look like."""
+    try:
+        return path.is_file() and path.stat().st_dev != path.parent.stat().st_dev
+    except OSError:
+        return False
+
+
+def reaper_home_entries() -> list[Path]:
+    """reaper's overlay state in its own folder (what a reaper with default paths creates)."""
+    if not REAPER_HOME.is_dir():
+        return []
+    return sorted([REAPER_HOME / n for n in REAPER_OVERLAY_STATE if (REAPER_HOME / n).exists()]
+                  + list(REAPER_HOME.glob("overlay*.lock")))
+
+
 COMPONENT_BINARIES = ("etcd", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
 
 
@@ -539,8 +561,9 @@ def our_processes(lay: Layout) -> list[int]:
     of our logs is not ours."""
     me = {os.getpid(), os.getppid()}
     state, run, bindir = str(lay.state) + "/", str(lay.run) + "/", str(lay.bin) + "/"
-    shared = lay.reaper_run / "shared-mnt-ns"
-    shared_ino = _mnt_ns_inode(shared) if any(m == str(shared) for m in mounts_under([shared])) else None
+    # reaper's overlay namespaces, bind-mounted (nsfs) under its folder: ours when this cluster made them
+    tops = [lay.reaper_run] + ([REAPER_HOME] if (lay.state / OWNS_REAPER_HOME).exists() else [])
+    shared_inos = {i for i in (_mnt_ns_inode(Path(m)) for m in mounts_under(tops) if _is_nsfs(Path(m))) if i}
     roots = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) in me or not _start_time(int(d.name)):
@@ -557,7 +580,7 @@ def our_processes(lay: Layout) -> list[int]:
             roots.append(pid)
         elif (name in COMPONENT_BINARIES or name.startswith("containerd-shim")) and (state in joined or run in joined):
             roots.append(pid)
-        elif shared_ino is not None and _mnt_ns_inode(d / "ns" / "mnt") == shared_ino:
+        elif shared_inos and _mnt_ns_inode(d / "ns" / "mnt") in shared_inos:
             roots.append(pid)
     tree = _children()
     found = set(roots)
@@ -1012,6 +1035,7 @@ class LocalProvisioner(Provisioner):
         # our bin (the runtime under test), then containerd's own folder (its runc shim), then the host's
         env = {"PATH": f"{lay.bin}:{self.ctrd_bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         if runtime == "reaper":
+            self._claim_reaper_home()
             env.update(self._reaper_env())
         self._start("containerd", [str(self.ctrd_bin / "containerd"), "--config", str(lay.etc / "containerd.toml")], env=env)
         self._wait("containerd socket", self._containerd_ready, Timeouts.CONTAINERD, watch=("containerd",))
@@ -1070,7 +1094,18 @@ class LocalProvisioner(Provisioner):
         return logs
 
     def _reaper_env(self) -> dict[str, str]:
-        return rt.reaper_env(str(self.lay.bin), str(self.lay.reaper_run), str(self.lay.logs), str(self.lay.etc / "reaper.conf"))
+        return rt.reaper_env(str(self.lay.bin), str(self.lay.reaper_run), str(self.lay.logs), str(self.lay.etc / "reaper.conf"),
+                             runtime_binary=self.cfg.runtime_binary)
+
+    def _claim_reaper_home(self) -> None:
+        """reaper runs with its default overlay paths under /run/reaper (as its users deploy it); refuse
+        to share them with a reaper this cluster did not start (``down`` has removed our own)."""
+        found = reaper_home_entries()
+        if found:
+            raise SetupError(f"{REAPER_HOME} holds reaper overlay state this cluster did not make "
+                             f"({', '.join(str(p) for p in found[:4])}): is reaper installed on this host? The local "
+                             f"cluster's reaper would share it; remove it (or stop that reaper) first")
+        (self.lay.state / OWNS_REAPER_HOME).write_text("reaper's overlay state in /run/reaper is this cluster's\n")
 
     def _install_runtime(self, built: rt.Built) -> None:
         rt.install_reaper(LocalNode(), self.node, built, str(self.lay.bin), self.cfg)
@@ -1351,6 +1386,16 @@ class LocalProvisioner(Provisioner):
         remove_empty_dirs(CNI_CACHE, Path("/var/lib"))
         if ran_reaper:
             remove_empty_dirs(REAPER_MERGED, Path("/run"))
+            if (lay.state / OWNS_REAPER_HOME).exists():
+                still = unmount_all([REAPER_HOME])
+                if still:
+                    leftovers.append(f"reaper's mounts: {', '.join(still)}")
+                for entry in reaper_home_entries():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                remove_empty_dirs(REAPER_HOME, Path("/run"))
         # 4. files
         for d in (lay.run, lay.state):
             if d.exists():
@@ -1471,7 +1516,7 @@ def describe_leftovers(state: Path, run: Path = RUN_DIR) -> dict[str, list[str]]
     procs = [f"{pid} {' '.join(_cmdline(pid))[:160]}" for pid in our_processes(lay)]
     return {
         "processes": procs,
-        "mounts": mounts_under([lay.state, lay.run]),
+        "mounts": mounts_under([lay.state, lay.run] + ([REAPER_HOME] if (lay.state / OWNS_REAPER_HOME).exists() else [])),
         "links": [BRIDGE] if link_exists(BRIDGE) else [],
         "iptables": [f"{cmd} {t} {c}" for cmd, chains in kube_chains().items() for t, c in chains]
         + [f"iptables {t} {c}" for t, c in cni_iptables_chains()],

@@ -108,22 +108,20 @@ def install_reaper(access: NodeAccess, node: str, built: Built, bin_dir: str, cf
     return {cfg.shim_binary: shim_dest, cfg.runtime_binary: runtime_dest}
 
 
-def reaper_env(bin_dir: str, run_dir: str, log_dir: str, config_file: str) -> dict[str, str]:
+def reaper_env(bin_dir: str, run_dir: str, log_dir: str, config_file: str,
+               runtime_binary: str = "reaper-runtime") -> dict[str, str]:
     """Environment given to containerd (and so to every shim it starts) for reaper.
 
-    Every path reaper reads from the environment points into our own folders, so a reaper
-    installed on the host (/usr/local/bin, /run/reaper, /etc/reaper/reaper.conf) is never
-    touched and tear-down finds everything.
+    Only where reaper's binaries, state entries, logs and config file are: its overlay (the
+    isolation its users get: one node-wide overlay at d8d19fe, one per Kubernetes namespace at
+    later commits) keeps reaper's defaults under /run/reaper, as reaper's own install leaves it.
+    Overriding REAPER_OVERLAY_BASE/NS/LOCK would collapse every namespace into one overlay.
     """
     return {
-        "REAPER_RUNTIME_PATH": f"{bin_dir}/reaper-runtime",
+        "REAPER_RUNTIME_PATH": f"{bin_dir}/{runtime_binary}",
         "REAPER_RUNTIME_ROOT": f"{run_dir}",
         "REAPER_RUNTIME_LOG": f"{log_dir}/reaper-runtime.log",
         "REAPER_SHIM_LOG": f"{log_dir}/reaper-shim.log",
-        "REAPER_OVERLAY_BASE": f"{run_dir}/overlay",
-        "REAPER_OVERLAY_NS": f"{run_dir}/shared-mnt-ns",
-        "REAPER_OVERLAY_LOCK": f"{run_dir}/overlay.lock",
-        "REAPER_FILTER_DIR": f"{run_dir}/overlay-filters",
         "REAPER_CONFIG": config_file,
     }
 
@@ -143,7 +141,8 @@ def handler_toml(handler: str, runtime: str, runtime_type: str, runc_root: str |
         return f'{base}\n  runtime_type = "{RUNC_RUNTIME_TYPE}"\n{base[:-1]}.options]\n{opts}'
     # podsandbox is the default sandbox mode of containerd 1.7/2.x; 1.6 has no such setting and ignores it
     mode = '  sandbox_mode = "podsandbox"\n' if config_version == 2 else ""
-    return f'{base}\n  runtime_type = "{runtime_type}"\n{mode}'
+    # reaper reads its per-pod settings from reaper.runtime/* annotations (as reaper's kind config passes them)
+    return f'{base}\n  runtime_type = "{runtime_type}"\n{mode}  pod_annotations = ["reaper.runtime/*"]\n'
 
 
 def _toml_key(key: str) -> str:

@@ -138,7 +138,8 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
         print(f"runtime {ctx.info.runtime} declares no state folder: state-entry check skipped")
     else:
         def unexplained_entries():
-            new = ctx.state_entries(node) - before_state
+            # container-id entries only: a runtime may keep other files there (locks, per-namespace state)
+            new = nodeproc.container_ids_in(ctx.state_entries(node)) - before_state
             if not new:
                 return []
             foreign = _other_namespaces_ids(ctx, node, kube.ns)  # another run's live pods (parallel runs)
