@@ -1,49 +1,33 @@
 """One test's handle on the cluster and the node: namespace, pods, waits, logs, exec, proof, cleanup.
 
 Everything read from the API is the raw JSON (dicts with camelCase keys, as ``kubectl get -o
-json`` shows them). One wait helper (:meth:`RunContext.wait_pod`) serves every pod wait: a list
-for the current state and resourceVersion, then a watch with both ``timeout_seconds`` and
-``_request_timeout`` (an outage cannot hang it), re-listed on errors, stopped early when the
-target can no longer be reached, and failing with the last pod it saw.
+json`` shows them). The run's shared context (API reads, the one pod wait helper, node commands)
+is :mod:`k8s_suite.context`; container streams (logs, exec status) are :mod:`k8s_suite.streams`;
+both are re-exported here for the scenarios.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from ci.cluster.base import ClusterInfo, NodeAccess
+from ci.cluster.base import ClusterInfo
 
 from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate
 from k8s_suite import timeouts as T
+from k8s_suite.context import InfrastructureError, NodeCommandError, RunContext, _json
 from k8s_suite.podstate import Pod
-from k8s_suite.runstate import RunDir
+from k8s_suite.streams import (TRANSIENT, ExecResult, LogFollower, WaitError, _short, log_lines, parse_exec_status,
+                               without_stream_end_error)
 
-# Errors of one request that a wait loop retries (the deadline still bounds the whole wait).
-TRANSIENT = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
-
-
-class WaitError(AssertionError):
-    """A wait ran out of time, or its target became unreachable; the message has the last state."""
-
-
-class InfrastructureError(Exception):
-    """The scenario could not be judged because the cluster or the node failed, not the runtime
-    under test (reported as an infrastructure error, separately from scenario failures)."""
-
-
-class NodeCommandError(InfrastructureError, RuntimeError):
-    """A command on the node failed (node access itself is broken, not the scenario)."""
+__all__ = ["ExecResult", "InfrastructureError", "Kube", "LogFollower", "NodeCommandError", "RunContext", "WaitError",
+           "connect", "failing_with", "log_lines", "parse_exec_status", "without_stream_end_error"]
 
 
 @contextlib.contextmanager
@@ -64,320 +48,7 @@ def connect(info: ClusterInfo) -> client.ApiClient:
     return config.new_client_from_config(config_file=info.kubeconfig, persist_config=False)
 
 
-def _json(resp) -> Any:
-    return json.loads(resp.data)
-
-
-def log_lines(text: str) -> list[str]:
-    """Lines of a log as the container wrote them (a final newline does not add an empty line)."""
-    if text == "":
-        return []
-    lines = text.split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
-
-
-def without_stream_end_error(lines: list[str], container_ids: Sequence[str]) -> tuple[list[str], str | None]:
-    """A followed log stream whose container is removed while it is read can end with the kubelet's
-    own error text (``rpc error: code = NotFound desc = ... container "<id>": not found``), written
-    into the stream as if the container had printed it. Drop that last line when it names one of
-    ``container_ids``; return the lines and the dropped text (None when there was none)."""
-    if lines and lines[-1].startswith("rpc error: code = NotFound desc = ") and lines[-1].endswith("not found") \
-            and any(f'"{cid}"' in lines[-1] for cid in container_ids if cid):
-        return lines[:-1], lines[-1]
-    return lines, None
-
-
-# --- exec status ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ExecResult:
-    argv: tuple[str, ...]
-    stdout: str
-    stderr: str
-    status: str | None  # Success | Failure | None (no status frame)
-    exit_code: int | None  # the command's exit code, when the API reported one
-    message: str
-
-    def describe(self) -> str:
-        return (f"exec {list(self.argv)}: status={self.status} exit_code={self.exit_code} "
-                f"message={self.message!r} stdout={self.stdout!r} stderr={self.stderr!r}")
-
-
-def parse_exec_status(raw: str) -> tuple[str | None, int | None, str]:
-    """The exec error channel (a v1 Status) -> (status, exit code, message).
-
-    ``Success`` is exit code 0; a ``Failure`` carries the code as the ``ExitCode`` cause when the
-    command ran and exited non-zero, and no code when the command could not be started.
-    """
-    if not raw or not raw.strip():
-        return None, None, "no status frame received"
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError:
-        return None, None, f"unparseable status frame: {raw!r}"
-    status = doc.get("status")
-    if status == "Success":
-        return "Success", 0, doc.get("message", "")
-    code = None
-    for cause in (doc.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            try:
-                code = int(cause.get("message"))
-            except (TypeError, ValueError):
-                code = None
-    return status, code, doc.get("message", "")
-
-
-# --- the run's shared context ----------------------------------------------------------------------
-
-@dataclass
-class RunContext:
-    info: ClusterInfo
-    api: client.ApiClient
-    node: NodeAccess
-    token: str
-    run: RunDir
-    artifacts: Path
-    core: client.CoreV1Api = field(init=False)
-
-    def __post_init__(self):
-        self.core = client.CoreV1Api(self.api)
-
-    # API reads (raw JSON) ----------------------------------------------------------------------
-    def get_pod(self, ns: str, name: str) -> Pod | None:
-        try:
-            return _json(self.core.read_namespaced_pod(name, ns, _preload_content=False,
-                                                       _request_timeout=T.LOG_REQUEST))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def list_pods(self, ns: str | None = None, label_selector: str | None = None,
-                  field_selector: str | None = None, timeout: float = T.LOG_REQUEST) -> dict:
-        kw = dict(_preload_content=False, _request_timeout=timeout)
-        if label_selector:
-            kw["label_selector"] = label_selector
-        if field_selector:
-            kw["field_selector"] = field_selector
-        if ns is None:
-            return _json(self.core.list_pod_for_all_namespaces(**kw))
-        return _json(self.core.list_namespaced_pod(ns, **kw))
-
-    def events(self, ns: str) -> list[dict]:
-        return _json(self.core.list_namespaced_event(ns, _preload_content=False,
-                                                     _request_timeout=T.LOG_REQUEST)).get("items", [])
-
-    def logs(self, ns: str, name: str, container: str | None = None, *, tail: int | None = None,
-             timeout: float = T.LOG_REQUEST) -> str:
-        """The container's log, exactly as stored (stdout and stderr interleaved)."""
-        kw: dict[str, Any] = dict(_preload_content=False, _request_timeout=timeout)
-        if container:
-            kw["container"] = container
-        if tail is not None:
-            kw["tail_lines"] = tail
-        resp = self.core.read_namespaced_pod_log(name, ns, **kw)
-        return resp.data.decode("utf-8", "replace")
-
-    # the one wait helper -----------------------------------------------------------------------
-    def wait_pod(self, ns: str, name: str, done: podstate.Condition, what: str, timeout: float,
-                 stop: podstate.Stop = podstate.never_stop,
-                 observe: Callable[[Pod], None] | None = None) -> Pod | None:
-        """Wait until ``done(pod)`` (pod is None once it does not exist); return that pod.
-
-        NotFound is a state like any other (``done`` decides), so waiting for a pod that is not
-        created yet, or for one to be gone, needs nothing special.
-        """
-        deadline = time.monotonic() + timeout
-        state: dict[str, Any] = {"last": None, "seen": False, "error": None}
-
-        def check(pod: Pod | None) -> bool:
-            if pod is not None:
-                state["last"], state["seen"] = pod, True
-                if observe:
-                    observe(pod)
-            if done(pod):
-                return True
-            why = stop(pod, state["seen"])
-            if why:
-                raise WaitError(f"{what}: {why}; last seen: {podstate.describe(pod or state['last'])}")
-            return False
-
-        selector = f"metadata.name={name}"
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                last = podstate.describe(state["last"]) if state["seen"] else "the pod was never seen"
-                err = f"; last API error: {state['error']}" if state["error"] else ""
-                raise WaitError(f"{what}: not reached within {timeout:.0f}s; last seen: {last}{err}")
-            try:
-                listing = self.list_pods(ns, field_selector=selector, timeout=max(1.0, min(remaining, T.LOG_REQUEST)))
-            except (ApiException, *TRANSIENT) as e:
-                state["error"] = _short(e)
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-                continue
-            items = listing.get("items") or []
-            pod = items[0] if items else None
-            if check(pod):
-                return pod
-            chunk = max(1, int(min(deadline - time.monotonic(), T.WATCH_CHUNK)))
-            w = watch.Watch()
-            try:
-                for ev in w.stream(self.core.list_namespaced_pod, ns, field_selector=selector,
-                                   resource_version=listing["metadata"]["resourceVersion"],
-                                   timeout_seconds=chunk, _request_timeout=chunk + T.WATCH_SLACK,
-                                   deserialize=False):
-                    typ = ev.get("type")
-                    if typ == "BOOKMARK":
-                        continue
-                    obj = ev.get("object")
-                    if check(None if typ == "DELETED" else obj):
-                        return None if typ == "DELETED" else obj
-                    if time.monotonic() > deadline:
-                        break
-            except (ApiException, *TRANSIENT) as e:
-                state["error"] = _short(e)
-            finally:
-                w.stop()
-
-    # node --------------------------------------------------------------------------------------
-    def node_run(self, node: str, argv: Sequence[str], timeout: float = T.NODE_COMMAND, ok=(0,)):
-        try:
-            r = self.node.run(node, list(argv), timeout=timeout)
-        except (OSError, Exception) as e:  # subprocess.TimeoutExpired, docker missing, ...
-            raise NodeCommandError(f"node {node}: {' '.join(argv)}: {e}") from None
-        if ok is not None and r.returncode not in ok:
-            raise NodeCommandError(f"node {node}: {' '.join(argv)} exited {r.returncode}: {r.stderr.strip()[:300]}")
-        return r
-
-    def node_sh(self, node: str, script: str, timeout: float = T.NODE_COMMAND, ok=(0,)):
-        return self.node_run(node, ["/bin/sh", "-c", script], timeout=timeout, ok=ok)
-
-    def ps(self, node: str, attempts: int = 3) -> list[nodeproc.Proc]:
-        """The node's process table. A failed listing is retried (``attempts`` in all): a poll must
-        not end on one transient failure of node access."""
-        for attempt in range(1, attempts + 1):
-            try:
-                r = self.node_run(node, nodeproc.PS_ARGV)
-                try:
-                    procs = nodeproc.parse_ps(r.stdout)
-                except nodeproc.PsError as e:
-                    raise NodeCommandError(f"node {node}: {e}") from None
-                if len(procs) < 3:
-                    raise NodeCommandError(f"node {node}: ps listed only {len(procs)} process(es): not a process table")
-                return procs
-            except NodeCommandError:
-                if attempt == attempts:
-                    raise
-                time.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")
-
-    def scan_shims(self, node: str, procs: Sequence[nodeproc.Proc] | None = None) -> list[nodeproc.Shim]:
-        """The runtime's shim processes on ``node`` with the pod namespace their bundle names."""
-        procs = self.ps(node) if procs is None else procs
-        found = nodeproc.shims(procs, self.info.shim_process)
-        if not found:
-            return []
-        r = self.node_sh(node, nodeproc.bundle_script([s.pid for s in found]), ok=None)
-        return nodeproc.annotate(found, nodeproc.parse_bundles(r.stdout))
-
-    def state_entries(self, node: str, *, required: bool = True) -> set[str] | None:
-        """Names in the runtime's state folder (None when the runtime declares none). A declared
-        folder that does not exist is a failure (``required``: a check that lists it would see
-        nothing and prove nothing), else the empty set."""
-        d = self.info.runtime_state_dir
-        if not d:
-            return None
-        r = self.node_run(node, ["ls", "-1A", d], ok=(0, 1, 2))
-        if r.returncode != 0:
-            if "No such file" in r.stderr:
-                if required:
-                    raise AssertionError(f"node {node}: the runtime's state folder {d} does not exist: state-entry "
-                                         f"checks would prove nothing (does the runtime keep its state elsewhere?)")
-                return set()
-            raise NodeCommandError(f"node {node}: ls {d}: {r.stderr.strip()}")
-        return {ln.strip() for ln in r.stdout.splitlines() if ln.strip()}
-
-    def runtime_log_mentions(self, node: str, text: str) -> int:
-        """How many lines of the runtime's own log name ``text`` (0 when it has no log)."""
-        if not self.info.runtime_log:
-            return 0
-        r = self.node_run(node, ["grep", "-c", "-F", "--", text, self.info.runtime_log], ok=(0, 1, 2))
-        if r.returncode == 2:
-            # a runtime that does not log what it ran is not proven: a failure, not the node's fault
-            raise AssertionError(f"node {node}: the runtime's log {self.info.runtime_log} cannot be read "
-                                 f"({r.stderr.strip()[:200]}): the runtime is not proven to have run anything")
-        return int((r.stdout.strip() or "0").splitlines()[0])
-
-    def run_pods(self) -> list[Pod]:
-        return self.list_pods(None, label_selector=f"{naming.RUN_LABEL}={self.token}").get("items", [])
-
-
-def _short(e: BaseException) -> str:
-    if isinstance(e, ApiException):
-        return f"HTTP {e.status} {e.reason}"
-    return f"{type(e).__name__}: {str(e)[:200]}"
-
-
 # --- one test ------------------------------------------------------------------------------------
-
-class LogFollower:
-    """Streams a container's log (``follow=true``) in a thread, started before an action whose
-    output must not be lost (S11 deletes the pod; the follow stream ends when the container does)."""
-
-    def __init__(self, ctx: RunContext, ns: str, name: str, container: str | None, timeout: float):
-        self.ctx, self.ns, self.name, self.container, self.timeout = ctx, ns, name, container, timeout
-        self.buf = bytearray()
-        self.error: str | None = None
-        self.ended = threading.Event()
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"logs-{name}")
-
-    def start(self) -> "LogFollower":
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        resp = None
-        try:
-            kw: dict[str, Any] = dict(follow=True, _preload_content=False, _request_timeout=(10, self.timeout))
-            if self.container:
-                kw["container"] = self.container
-            resp = self.ctx.core.read_namespaced_pod_log(self.name, self.ns, **kw)
-            for chunk in resp.stream(1024, decode_content=True):
-                with self._changed:
-                    self.buf.extend(chunk)
-                    self._changed.notify_all()
-        except (ApiException, *TRANSIENT) as e:
-            self.error = _short(e)
-        finally:
-            if resp is not None:
-                resp.release_conn()
-            with self._changed:
-                self.ended.set()
-                self._changed.notify_all()
-
-    @property
-    def text(self) -> str:
-        with self._changed:
-            return bytes(self.buf).decode("utf-8", "replace")
-
-    def wait_for_line(self, line: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while line not in log_lines(bytes(self.buf).decode("utf-8", "replace")):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.ended.is_set():
-                    why = f"stream ended ({self.error or 'EOF'})" if self.ended.is_set() else f"not within {timeout:.0f}s"
-                    raise WaitError(f"log line {line!r} of {self.ns}/{self.name}: {why}; log so far: "
-                                    f"{bytes(self.buf).decode('utf-8', 'replace')!r}")
-                self._changed.wait(left)
-
-    def wait_ended(self, timeout: float) -> None:
-        if not self.ended.wait(timeout):
-            raise WaitError(f"log stream of {self.ns}/{self.name} still open after {timeout:.0f}s "
-                            f"(container still writing?); log so far: {self.text!r}")
-
 
 class Kube:
     """One scenario's namespace (labelled with the run token) and what it creates in it."""

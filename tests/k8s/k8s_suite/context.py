@@ -1,0 +1,225 @@
+"""The run's shared context: the cluster info, the API client, node access, the token and the run
+folder; API reads as raw JSON, the one pod wait helper, and node commands.
+
+One wait helper (:meth:`RunContext.wait_pod`) serves every pod wait: a list for the current state
+and resourceVersion, then a watch with both ``timeout_seconds`` and ``_request_timeout`` (an outage
+cannot hang it), re-listed on errors, stopped early when the target can no longer be reached, and
+failing with the last pod it saw.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from ci.cluster.base import ClusterInfo, NodeAccess
+
+from k8s_suite import naming, nodeproc, podstate
+from k8s_suite import timeouts as T
+from k8s_suite.podstate import Pod
+from k8s_suite.runstate import RunDir
+from k8s_suite.streams import TRANSIENT, WaitError, _short
+
+
+class InfrastructureError(Exception):
+    """The scenario could not be judged because the cluster or the node failed, not the runtime
+    under test (reported as an infrastructure error, separately from scenario failures)."""
+
+
+class NodeCommandError(InfrastructureError, RuntimeError):
+    """A command on the node failed (node access itself is broken, not the scenario)."""
+
+
+def _json(resp) -> Any:
+    return json.loads(resp.data)
+
+
+# --- the run's shared context ----------------------------------------------------------------------
+
+@dataclass
+class RunContext:
+    info: ClusterInfo
+    api: client.ApiClient
+    node: NodeAccess
+    token: str
+    run: RunDir
+    artifacts: Path
+    core: client.CoreV1Api = field(init=False)
+
+    def __post_init__(self):
+        self.core = client.CoreV1Api(self.api)
+
+    # API reads (raw JSON) ----------------------------------------------------------------------
+    def get_pod(self, ns: str, name: str) -> Pod | None:
+        try:
+            return _json(self.core.read_namespaced_pod(name, ns, _preload_content=False,
+                                                       _request_timeout=T.LOG_REQUEST))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list_pods(self, ns: str | None = None, label_selector: str | None = None,
+                  field_selector: str | None = None, timeout: float = T.LOG_REQUEST) -> dict:
+        kw = dict(_preload_content=False, _request_timeout=timeout)
+        if label_selector:
+            kw["label_selector"] = label_selector
+        if field_selector:
+            kw["field_selector"] = field_selector
+        if ns is None:
+            return _json(self.core.list_pod_for_all_namespaces(**kw))
+        return _json(self.core.list_namespaced_pod(ns, **kw))
+
+    def events(self, ns: str) -> list[dict]:
+        return _json(self.core.list_namespaced_event(ns, _preload_content=False,
+                                                     _request_timeout=T.LOG_REQUEST)).get("items", [])
+
+    def logs(self, ns: str, name: str, container: str | None = None, *, tail: int | None = None,
+             timeout: float = T.LOG_REQUEST) -> str:
+        """The container's log, exactly as stored (stdout and stderr interleaved)."""
+        kw: dict[str, Any] = dict(_preload_content=False, _request_timeout=timeout)
+        if container:
+            kw["container"] = container
+        if tail is not None:
+            kw["tail_lines"] = tail
+        resp = self.core.read_namespaced_pod_log(name, ns, **kw)
+        return resp.data.decode("utf-8", "replace")
+
+    # the one wait helper -----------------------------------------------------------------------
+    def wait_pod(self, ns: str, name: str, done: podstate.Condition, what: str, timeout: float,
+                 stop: podstate.Stop = podstate.never_stop,
+                 observe: Callable[[Pod], None] | None = None) -> Pod | None:
+        """Wait until ``done(pod)`` (pod is None once it does not exist); return that pod.
+
+        NotFound is a state like any other (``done`` decides), so waiting for a pod that is not
+        created yet, or for one to be gone, needs nothing special.
+        """
+        deadline = time.monotonic() + timeout
+        state: dict[str, Any] = {"last": None, "seen": False, "error": None}
+
+        def check(pod: Pod | None) -> bool:
+            if pod is not None:
+                state["last"], state["seen"] = pod, True
+                if observe:
+                    observe(pod)
+            if done(pod):
+                return True
+            why = stop(pod, state["seen"])
+            if why:
+                raise WaitError(f"{what}: {why}; last seen: {podstate.describe(pod or state['last'])}")
+            return False
+
+        selector = f"metadata.name={name}"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                last = podstate.describe(state["last"]) if state["seen"] else "the pod was never seen"
+                err = f"; last API error: {state['error']}" if state["error"] else ""
+                raise WaitError(f"{what}: not reached within {timeout:.0f}s; last seen: {last}{err}")
+            try:
+                listing = self.list_pods(ns, field_selector=selector, timeout=max(1.0, min(remaining, T.LOG_REQUEST)))
+            except (ApiException, *TRANSIENT) as e:
+                state["error"] = _short(e)
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                continue
+            items = listing.get("items") or []
+            pod = items[0] if items else None
+            if check(pod):
+                return pod
+            chunk = max(1, int(min(deadline - time.monotonic(), T.WATCH_CHUNK)))
+            w = watch.Watch()
+            try:
+                for ev in w.stream(self.core.list_namespaced_pod, ns, field_selector=selector,
+                                   resource_version=listing["metadata"]["resourceVersion"],
+                                   timeout_seconds=chunk, _request_timeout=chunk + T.WATCH_SLACK,
+                                   deserialize=False):
+                    typ = ev.get("type")
+                    if typ == "BOOKMARK":
+                        continue
+                    obj = ev.get("object")
+                    if check(None if typ == "DELETED" else obj):
+                        return None if typ == "DELETED" else obj
+                    if time.monotonic() > deadline:
+                        break
+            except (ApiException, *TRANSIENT) as e:
+                state["error"] = _short(e)
+            finally:
+                w.stop()
+
+    # node --------------------------------------------------------------------------------------
+    def node_run(self, node: str, argv: Sequence[str], timeout: float = T.NODE_COMMAND, ok=(0,)):
+        try:
+            r = self.node.run(node, list(argv), timeout=timeout)
+        except (OSError, Exception) as e:  # subprocess.TimeoutExpired, docker missing, ...
+            raise NodeCommandError(f"node {node}: {' '.join(argv)}: {e}") from None
+        if ok is not None and r.returncode not in ok:
+            raise NodeCommandError(f"node {node}: {' '.join(argv)} exited {r.returncode}: {r.stderr.strip()[:300]}")
+        return r
+
+    def node_sh(self, node: str, script: str, timeout: float = T.NODE_COMMAND, ok=(0,)):
+        return self.node_run(node, ["/bin/sh", "-c", script], timeout=timeout, ok=ok)
+
+    def ps(self, node: str, attempts: int = 3) -> list[nodeproc.Proc]:
+        """The node's process table. A failed listing is retried (``attempts`` in all): a poll must
+        not end on one transient failure of node access."""
+        for attempt in range(1, attempts + 1):
+            try:
+                r = self.node_run(node, nodeproc.PS_ARGV)
+                try:
+                    procs = nodeproc.parse_ps(r.stdout)
+                except nodeproc.PsError as e:
+                    raise NodeCommandError(f"node {node}: {e}") from None
+                if len(procs) < 3:
+                    raise NodeCommandError(f"node {node}: ps listed only {len(procs)} process(es): not a process table")
+                return procs
+            except NodeCommandError:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def scan_shims(self, node: str, procs: Sequence[nodeproc.Proc] | None = None) -> list[nodeproc.Shim]:
+        """The runtime's shim processes on ``node`` with the pod namespace their bundle names."""
+        procs = self.ps(node) if procs is None else procs
+        found = nodeproc.shims(procs, self.info.shim_process)
+        if not found:
+            return []
+        r = self.node_sh(node, nodeproc.bundle_script([s.pid for s in found]), ok=None)
+        return nodeproc.annotate(found, nodeproc.parse_bundles(r.stdout))
+
+    def state_entries(self, node: str, *, required: bool = True) -> set[str] | None:
+        """Names in the runtime's state folder (None when the runtime declares none). A declared
+        folder that does not exist is a failure (``required``: a check that lists it would see
+        nothing and prove nothing), else the empty set."""
+        d = self.info.runtime_state_dir
+        if not d:
+            return None
+        r = self.node_run(node, ["ls", "-1A", d], ok=(0, 1, 2))
+        if r.returncode != 0:
+            if "No such file" in r.stderr:
+                if required:
+                    raise AssertionError(f"node {node}: the runtime's state folder {d} does not exist: state-entry "
+                                         f"checks would prove nothing (does the runtime keep its state elsewhere?)")
+                return set()
+            raise NodeCommandError(f"node {node}: ls {d}: {r.stderr.strip()}")
+        return {ln.strip() for ln in r.stdout.splitlines() if ln.strip()}
+
+    def runtime_log_mentions(self, node: str, text: str) -> int:
+        """How many lines of the runtime's own log name ``text`` (0 when it has no log)."""
+        if not self.info.runtime_log:
+            return 0
+        r = self.node_run(node, ["grep", "-c", "-F", "--", text, self.info.runtime_log], ok=(0, 1, 2))
+        if r.returncode == 2:
+            # a runtime that does not log what it ran is not proven: a failure, not the node's fault
+            raise AssertionError(f"node {node}: the runtime's log {self.info.runtime_log} cannot be read "
+                                 f"({r.stderr.strip()[:200]}): the runtime is not proven to have run anything")
+        return int((r.stdout.strip() or "0").splitlines()[0])
+
+    def run_pods(self) -> list[Pod]:
+        return self.list_pods(None, label_selector=f"{naming.RUN_LABEL}={self.token}").get("items", [])
