@@ -143,6 +143,9 @@ class KindProvisioner(Provisioner):
             component_logs=component_logs(runtime),
             source=str(cfg.source) if cfg.source else None,
             source_commit=rt.source_commit(cfg.source),
+            # kind nodes keep the stock kubelet/CRI log/containerd paths (ClusterInfo's defaults)
+            runtime_type=cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
+            runtime_binary=cfg.runtime_binary if runtime == "reaper" else "runc",
         )
         self._smoke(info)
         info.save(info_path(cfg.state_dir))
