@@ -89,7 +89,9 @@ def test_leaked_shims_state_and_mounts():
     assert [s.split()[1] for s in invariants.leaked_shims(shims, owner)] == ["1", "2"]
     assert invariants.leaked_state({A, B, "x"}, owner) == [A]
     assert invariants.leaked_state(None, owner) == []
-    assert invariants.leaked_mounts("\n 12: 600 1 0:5 / /run/x/" + A + " rw\n") == [f"12: 600 1 0:5 / /run/x/{A} rw"]
+    procs = _procs(["1 0 S init", "12 1 S reaper-runtime start x"])
+    assert invariants.leaked_mounts("\n 12: 600 1 0:5 / /run/x/" + A + " rw\n", procs) == [
+        f"600 1 0:5 / /run/x/{A} rw  [in the mount namespace of pid 12 (reaper-runtime start x)]"]
     leaks = invariants.Leaks(state=[A])
     assert leaks and "1 runtime state entr(y/ies)" in leaks.describe("n") and not invariants.Leaks()
 

@@ -164,5 +164,16 @@ def leaked_state(entries: set[str] | None, owner: Owner) -> list[str]:
     return sorted(e for e in (entries or set()) if e in owner.ids)
 
 
-def leaked_mounts(text: str) -> list[str]:
-    return [ln.strip()[:300] for ln in text.splitlines() if ln.strip()]
+def leaked_mounts(text: str, procs: Sequence[nodeproc.Proc] = ()) -> list[str]:
+    """Mountinfo lines (``<pid>: <line>``), each with the process whose mount namespace holds it."""
+    table = nodeproc.by_pid(procs)
+    out = []
+    for ln in text.splitlines():
+        ln = ln.strip()
+        if not ln:
+            continue
+        pid, _, rest = ln.partition(": ")
+        holder = table.get(int(pid)) if pid.isdigit() else None
+        where = f"in the mount namespace of pid {pid} ({holder.args[:80]})" if holder else f"in pid {pid}'s mount namespace"
+        out.append(f"{rest[:260]}  [{where}]")
+    return out

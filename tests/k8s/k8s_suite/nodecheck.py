@@ -111,7 +111,7 @@ def scan(kube: "Kube", node: str, owner: invariants.Owner) -> invariants.Leaks:
         leaks.state = [f"{kube.info.runtime_state_dir}/{e}" for e in
                        invariants.leaked_state(ctx.state_entries(node, required=False), owner)]
     r = ctx.node_sh(node, invariants.mounts_script(owner.patterns), ok=None, timeout=T.NODE_COMMAND)
-    leaks.mounts = invariants.leaked_mounts(r.stdout)
+    leaks.mounts = invariants.leaked_mounts(r.stdout, procs)
     return leaks
 
 
