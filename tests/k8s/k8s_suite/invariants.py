@@ -103,14 +103,21 @@ def parse_pid_matches(text: str) -> dict[int, set[str]]:
 
 
 def mounts_script(patterns: Sequence[str]) -> str:
-    """For each distinct mount namespace on the node (found through /proc/*/ns/mnt), print its
-    mountinfo lines naming one of ``patterns``, prefixed with a pid living in that namespace."""
+    """For each distinct mount namespace on the node, print its mountinfo lines naming one of
+    ``patterns``, prefixed ``<pid>: `` (a process lives in it, found through /proc/*/ns/mnt) or
+    ``@<path>: `` (only a bind-mounted namespace file keeps it, as reaper keeps its overlay
+    namespaces: read through nsenter)."""
     if not patterns:
         return "true"
     greps = " ".join(f"-e {shlex.quote(p)}" for p in patterns)
-    return ("find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null "
-            "| awk '!seen[$1]++ {print $2}' | while read -r d; do p=${d%/ns}; "
-            f"grep -F {greps} \"$p/mountinfo\" 2>/dev/null | sed \"s|^|${{p#/proc/}}: |\"; done; true")
+    return ("seen=$(find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null "
+            "| awk '!s[$1]++ {print $1, $2}'); "
+            "echo \"$seen\" | while read -r ns d; do [ -n \"$d\" ] || continue; p=${d%/ns}; "
+            f"grep -F {greps} \"$p/mountinfo\" 2>/dev/null | sed \"s|^|${{p#/proc/}}: |\"; done; "
+            "awk '$4 ~ /^mnt:/ {print $4, $5}' /proc/self/mountinfo | while read -r ns m; do "
+            "case \"$seen\" in *\"$ns \"*) continue;; esac; "
+            f"nsenter --mount=\"$m\" cat /proc/self/mountinfo 2>/dev/null | grep -F {greps} | sed \"s|^|@$m: |\"; "
+            "done; true")
 
 
 # --- pure evaluation --------------------------------------------------------------------------------
@@ -174,6 +181,11 @@ def leaked_mounts(text: str, procs: Sequence[nodeproc.Proc] = ()) -> list[str]:
             continue
         pid, _, rest = ln.partition(": ")
         holder = table.get(int(pid)) if pid.isdigit() else None
-        where = f"in the mount namespace of pid {pid} ({holder.args[:80]})" if holder else f"in pid {pid}'s mount namespace"
+        if pid.startswith("@"):
+            where = f"in the mount namespace bound at {pid[1:]}"
+        elif holder:
+            where = f"in the mount namespace of pid {pid} ({holder.args[:80]})"
+        else:
+            where = f"in pid {pid}'s mount namespace"
         out.append(f"{rest[:260]}  [{where}]")
     return out
