@@ -194,3 +194,36 @@ def test_node_failure_after_problems_keeps_the_problems():
     with pytest.raises(NodeCommandError):
         with failing_with([]):
             raise NodeCommandError("node n: ps: timed out")
+
+
+def test_unreadable_state_is_named_in_one_line():
+    from types import SimpleNamespace
+
+    from k8s_suite import nodecheck
+
+    cid = "d" * 64
+    start_error = {"metadata": {"name": "p"}, "spec": {"nodeName": "n"}, "status": {"containerStatuses": [
+        {"name": "main", "containerID": f"containerd://{cid}", "state": {"terminated": {
+            "exitCode": 128, "reason": "StartError", "containerID": f"containerd://{cid}",
+            "message": 'failed to start containerd task "x": Failed to parse state output: EOF while parsing'}}}]}}
+
+    class Ctx:
+        def __init__(self, out):
+            self.out, self.calls = out, []
+
+        def node_sh(self, node, script, ok=None):
+            self.calls.append(script)
+            return SimpleNamespace(stdout=self.out)
+
+    kube = SimpleNamespace(info=SimpleNamespace(component_logs={"containerd": "/l/containerd.log"}, nodes=("n",)),
+                           ctx=Ctx(""), node_of=lambda pod: "n")
+    line = nodecheck.unreadable_state(kube, start_error)
+    assert line.startswith("the runtime returned an unreadable state: container main") and "\n" not in line
+    exit255 = {"metadata": {"name": "p"}, "spec": {"nodeName": "n"}, "status": {"containerStatuses": [
+        {"name": "main", "state": {"terminated": {"exitCode": 255, "reason": "Unknown",
+                                                  "containerID": f"containerd://{cid}"}}}]}}
+    assert nodecheck.unreadable_state(kube, exit255) == ""  # containerd said nothing about it
+    kube.ctx = Ctx(f'level=error msg="failed to get task exit status for {cid}: Failed to parse state output: EOF"\n')
+    assert "ended with exit 255" in nodecheck.unreadable_state(kube, exit255) and cid in kube.ctx.calls[0]
+    ok = {"status": {"containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 0}}}]}}
+    assert nodecheck.unreadable_state(kube, ok) == ""

@@ -150,19 +150,25 @@ STATE_PARSE_ERROR = "Failed to parse state output"
 
 
 def unreadable_state(kube: "Kube", pod: dict | None) -> str:
-    """One line when a container of ``pod`` ended with exit code 255 and containerd logged that the
-    runtime's state could not be parsed (the runtime returned an unreadable state), else ''."""
-    path = kube.info.component_logs.get("containerd")
-    if not pod or not path:
+    """One line when a container of ``pod`` ended because the runtime's state could not be parsed
+    (the runtime returned an unreadable state): its terminated message says so (a failed start,
+    exit 128), or it ended with exit 255 while containerd logged that for it. Else ''."""
+    if not pod:
         return ""
-    hits = []
+    suspects = []
     for cs in podstate.statuses(pod):
         for st in ((cs.get("state") or {}).get("terminated"), (cs.get("lastState") or {}).get("terminated")):
-            if st and st.get("exitCode") == 255:
-                hits.append((cs.get("name"), podstate.container_id(st) or podstate.container_id(cs)))
-    for name, cid in hits:
-        if not cid:
-            continue
+            if not st:
+                continue
+            cid = podstate.container_id(st) or podstate.container_id(cs)
+            message = st.get("message") or ""
+            if STATE_PARSE_ERROR in message:
+                return (f"the runtime returned an unreadable state: container {cs.get('name')} ({(cid or '?')[:12]}) "
+                        f"exit {st.get('exitCode')} {st.get('reason')}: {message.strip()[:200]}")
+            if st.get("exitCode") == 255 and cid:
+                suspects.append((cs.get("name"), cid))
+    path = kube.info.component_logs.get("containerd")
+    for name, cid in suspects if path else []:
         try:
             node = kube.node_of(pod)
             r = kube.ctx.node_sh(node, f"grep -F -e {cid} {path} | grep -F '{STATE_PARSE_ERROR}' | tail -n 1", ok=None)
