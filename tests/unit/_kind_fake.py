@@ -127,3 +127,25 @@ def fast() -> dict:
     """``sleep``/``clock`` keywords for KindProvisioner: fake time (see :class:`FakeClock`)."""
     c = FakeClock()
     return {"sleep": c.sleep, "clock": c}
+
+
+def created_node_sequence(d: str, kc: str) -> list[str]:
+    """The commands every fresh ``up`` starts with: create the cluster, mark its config, fetch the
+    kubeconfig and the node's kubectl, start the journal copiers, read the node's architecture."""
+    from ci.config import DEFAULT_KIND_NODE_IMAGE
+
+    write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
+    return [
+        "kind get clusters",
+        f"kind create cluster --name reaper-ci --config {d}/kind-config.yaml --image {DEFAULT_KIND_NODE_IMAGE} --kubeconfig {kc}",
+        "kind get nodes --name reaper-ci",
+        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONFIG_MARKER}",
+        "kind get kubeconfig --name reaper-ci",
+        f"docker cp {NODE}:/usr/bin/kubectl {d}/bin/kubectl",
+        f"docker exec -i {NODE} cat {kind_mod.JOURNAL_UNIT_FILE}",
+        f"docker exec {NODE} mkdir -p /var/log/reaper-ci",
+        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.JOURNAL_UNIT_FILE}",
+        f"docker exec {NODE} systemctl daemon-reload",
+        f"docker exec {NODE} systemctl start reaper-ci-journal@containerd.service reaper-ci-journal@kubelet.service",
+        f"docker exec {NODE} uname -m",
+    ]

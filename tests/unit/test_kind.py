@@ -26,7 +26,7 @@ from ci.config import DEFAULT_KIND_NODE_IMAGE, parse
 from ci.errors import SetupError, ToolMissing
 
 from _kind_fake import (  # noqa: E402
-    KUBECONFIG, NODE, NOT_READY, FakeRunner, _built, _cfg, _fresh_cluster_rules,
+    KUBECONFIG, NODE, NOT_READY, FakeRunner, _built, _cfg, _fresh_cluster_rules, created_node_sequence,
     _workspace, dump_v2, dump_v3, fast,
 )
 
@@ -237,18 +237,7 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     mv = 'chmod 0755 "$1.reaper-ci-tmp" && mv -f "$1.reaper-ci-tmp" "$1"'
     write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
     assert runner.argvs(tmp_path) == [
-        "kind get clusters",
-        f"kind create cluster --name reaper-ci --config {d}/kind-config.yaml --image {DEFAULT_KIND_NODE_IMAGE} --kubeconfig {kc}",
-        "kind get nodes --name reaper-ci",
-        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONFIG_MARKER}",
-        "kind get kubeconfig --name reaper-ci",
-        f"docker cp {NODE}:/usr/bin/kubectl {d}/bin/kubectl",
-        f"docker exec -i {NODE} cat {kind_mod.JOURNAL_UNIT_FILE}",
-        f"docker exec {NODE} mkdir -p /var/log/reaper-ci",
-        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.JOURNAL_UNIT_FILE}",
-        f"docker exec {NODE} systemctl daemon-reload",
-        f"docker exec {NODE} systemctl start reaper-ci-journal@containerd.service reaper-ci-journal@kubelet.service",
-        f"docker exec {NODE} uname -m",
+        *created_node_sequence(d, kc),
         "rustup target list --installed",
         "cargo build --release --target x86_64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime",
         "cargo metadata --format-version 1 --no-deps",

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from _kind_fake import DOCKER_29_API, NODE, FakeRunner, _cfg, _fresh_cluster_rules, fast
+from _kind_fake import DOCKER_29_API, NODE, FakeRunner, _cfg, _fresh_cluster_rules, created_node_sequence, fast
 from ci.cluster import images
 from ci.cluster import kind as kind_mod
 from ci.cluster.kind import KindProvisioner, Result
-from ci.config import DEFAULT_KIND_NODE_IMAGE, parse
+from ci.config import parse
 from ci.errors import SetupError
 
 IMAGE = "docker.io/library/busybox:reaper-ci"
@@ -35,20 +35,8 @@ def test_docker_29_host_loads_a_single_platform_archive_exact_sequence(tmp_path)
                                     (("docker", "version"), Result(0, DOCKER_29_API))))
     KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
     kc, d = "<tmp>/state/kind/reaper-ci/kubeconfig", "<tmp>/state/kind/reaper-ci"
-    write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
     assert runner.argvs(tmp_path) == [
-        "kind get clusters",
-        f"kind create cluster --name reaper-ci --config {d}/kind-config.yaml --image {DEFAULT_KIND_NODE_IMAGE} --kubeconfig {kc}",
-        "kind get nodes --name reaper-ci",
-        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONFIG_MARKER}",
-        "kind get kubeconfig --name reaper-ci",
-        f"docker cp {NODE}:/usr/bin/kubectl {d}/bin/kubectl",
-        f"docker exec -i {NODE} cat {kind_mod.JOURNAL_UNIT_FILE}",
-        f"docker exec {NODE} mkdir -p /var/log/reaper-ci",
-        f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.JOURNAL_UNIT_FILE}",
-        f"docker exec {NODE} systemctl daemon-reload",
-        f"docker exec {NODE} systemctl start reaper-ci-journal@containerd.service reaper-ci-journal@kubelet.service",
-        f"docker exec {NODE} uname -m",
+        *created_node_sequence(d, kc),
         f"docker exec {NODE} containerd config dump",
         f"docker exec {NODE} crictl info",
         f"kubectl --kubeconfig {kc} get nodes -o json",
