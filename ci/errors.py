@@ -15,3 +15,13 @@ class SetupError(CIError):
 
 class ToolMissing(CIError):
     """A required binary is not on PATH."""
+
+
+class RuntimeFailure(CIError):
+    """The runtime under test failed outside the scenario suite (the provisioner's smoke pod ran on
+    it and failed): a product failure (exit 1), never reported as a setup error."""
+
+
+class SmokeFailed(SetupError):
+    """The smoke pod failed on the reference runtime: the cluster itself is broken (a setup error).
+    A definite verdict: waiting longer cannot change it."""

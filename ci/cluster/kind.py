@@ -323,7 +323,7 @@ class KindProvisioner(Provisioner):
                 status = json.loads(r.out).get("status", {})
             except (json.JSONDecodeError, AttributeError):
                 return f"unreadable answer: {r.out.strip()[:200]!r}"
-            return smoke_verdict(status, info.runtime_class)
+            return smoke_verdict(status, info.runtime_class, info.runtime)
 
         try:
             self._wait(f"smoke pod on RuntimeClass {info.runtime_class} to run to completion", probe, Timeouts.SMOKE_POD)

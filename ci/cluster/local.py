@@ -33,7 +33,7 @@ from ci import console
 from ci.cluster import images, pki as pki_mod, runtime as rt
 from ci.cluster.base import ClusterInfo, LocalNode, Provisioner, info_path
 from ci.config import Config
-from ci.errors import SetupError, ToolMissing
+from ci.errors import RuntimeFailure, SetupError, SmokeFailed, ToolMissing
 
 RUN_DIR = Path("/run/reaper-ci")
 ETCD_CLIENT_PORT = 23790
@@ -802,27 +802,31 @@ def kube_chains() -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def smoke_verdict(status: dict, handler: str) -> bool | str:
+def smoke_verdict(status: dict, handler: str, runtime: str = "runc") -> bool | str:
     """Has the smoke pod (restartPolicy Never, one container) run to a clean exit?
 
     True on phase Succeeded, or when every container is terminated with exit code 0 (the kubelet
     keeps the phase non-terminal until the pod sandbox is stopped, and stopping the sandbox is the
     runtime under test's job: a hang there is a product bug the suite reports, not a cluster that
-    failed to come up). Raises SetupError on phase Failed or a non-zero exit; otherwise returns
-    the state seen, for the timeout message.
+    failed to come up). On phase Failed or a non-zero exit: :class:`RuntimeFailure` when the runtime
+    under test is the product (its container ran, or failed to start, on it: exit 1), else
+    :class:`SmokeFailed` (the reference runtime failing means the cluster is broken: a setup error).
+    Otherwise returns the state seen, for the timeout message.
     """
+    failure = RuntimeFailure if runtime != "runc" else SmokeFailed
+    what = f"the runtime under test ({runtime}) failed the smoke pod" if runtime != "runc" else "smoke pod"
     phase = status.get("phase")
     statuses = status.get("containerStatuses") or []
     if phase == "Failed":
-        raise SetupError(f"smoke pod on RuntimeClass {handler} Failed: {json.dumps(statuses)[:400]}")
+        raise failure(f"{what} on RuntimeClass {handler}: pod Failed: {json.dumps(statuses)[:400]}")
     if phase == "Succeeded":
         return True
     terminated = [(c.get("state") or {}).get("terminated") for c in statuses]
     if terminated and all(terminated):
         bad = [t for t in terminated if t.get("exitCode") != 0]
         if bad:
-            raise SetupError(f"smoke pod's container on RuntimeClass {handler} exited {bad[0].get('exitCode')} "
-                             f"({bad[0].get('reason')}: {str(bad[0].get('message', ''))[:200]})")
+            raise failure(f"{what}: its container on RuntimeClass {handler} exited {bad[0].get('exitCode')} "
+                          f"({bad[0].get('reason')}: {str(bad[0].get('message', ''))[:200]})")
         return True
     states = [c.get("state") for c in statuses]
     return f"phase {phase} {json.dumps(states)[:200]}; conditions {json.dumps(status.get('conditions'))[:200]}"
@@ -1147,6 +1151,8 @@ class LocalProvisioner(Provisioner):
                 last = probe()
                 if last is True or (last and not isinstance(last, str)):
                     return
+            except (RuntimeFailure, SmokeFailed):
+                raise  # a definite verdict: waiting cannot change it
             except Exception as e:  # noqa: BLE001 - any probe failure is "not ready yet"; kept as the last state
                 last = f"{type(e).__name__}: {e}"
             died = self._dead(watch)
@@ -1271,14 +1277,14 @@ class LocalProvisioner(Provisioner):
             if code != 200:
                 return f"HTTP {code}"
             seen["status"] = json.loads(body).get("status", {})
-            return smoke_verdict(seen["status"], info.runtime_class)
+            return smoke_verdict(seen["status"], info.runtime_class, info.runtime)
 
         try:
             self._wait(f"smoke pod on RuntimeClass {info.runtime_class} to run to completion", probe, Timeouts.SMOKE_POD, watch=COMPONENTS)
-        except SetupError as e:
+        except (SetupError, RuntimeFailure) as e:
             ev = self.kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}", "-o",
                               "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
-            raise SetupError(f"{e}\nevents: {ev.stdout.strip()[-600:]}") from None
+            raise type(e)(f"{e}\nevents: {ev.stdout.strip()[-600:]}") from None
         took = time.monotonic() - created
         logs = self.kubectl("logs", "-n", "default", name)
         if SMOKE_TEXT not in logs.stdout:

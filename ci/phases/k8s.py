@@ -15,7 +15,7 @@ from ci import console
 from ci.cluster import get_provisioner
 from ci.cluster.base import info_path
 from ci.config import Config
-from ci.errors import CIError, SetupError, UsageError
+from ci.errors import CIError, RuntimeFailure, SetupError, UsageError
 
 EXIT_SETUP = 3
 
@@ -43,6 +43,8 @@ def run(cfg: Config) -> int:
         with console.phase(f"Phases 2-3: {prov.name} cluster + runtime '{cfg.runtime}' behind RuntimeClass {cfg.runtime_class}"):
             try:
                 info = prov.up()
+            except RuntimeFailure as e:  # the runtime under test failed the smoke pod: a product failure
+                raise RuntimeFailure(f"product failure: {e}") from None
             except CIError as e:
                 raise SetupError(f"setup error (not a product failure): {e}") from None
         path = info.save(cfg.artifacts / "cluster.json")

@@ -382,7 +382,7 @@ def test_failed_smoke_pod_is_a_setup_error(tmp_path):
     kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
     rules = [(("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, failed))]
     rules += _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
-    with pytest.raises(SetupError, match="smoke pod on RuntimeClass reaper-v2 Failed"):
+    with pytest.raises(SetupError, match="smoke pod on RuntimeClass reaper-v2: pod Failed"):
         KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules), **fast()).up()
 
 

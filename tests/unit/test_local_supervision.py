@@ -127,8 +127,31 @@ def test_smoke_verdict_not_yet_reports_the_state(status):
     ],
 )
 def test_smoke_verdict_failure_raises(status, needle):
-    with pytest.raises(SetupError, match=needle):
+    from ci.errors import RuntimeFailure, SmokeFailed
+
+    # on the reference runtime the cluster is broken (a setup error) ...
+    with pytest.raises(SmokeFailed, match=needle):
         local.smoke_verdict(status, "reaper-v2")
+    # ... on the runtime under test it is the product that failed (exit 1, never "setup error")
+    with pytest.raises(RuntimeFailure, match=needle) as e:
+        local.smoke_verdict(status, "reaper-v2", "reaper")
+    assert not isinstance(e.value, SetupError) and "runtime under test (reaper)" in str(e.value)
+
+
+def test_a_definite_smoke_verdict_ends_the_wait_at_once(tmp_path):
+    from ci.errors import RuntimeFailure
+
+    prov = local.LocalProvisioner.__new__(local.LocalProvisioner)
+    prov._dead = lambda watch: None
+    calls = []
+
+    def probe():
+        calls.append(1)
+        raise RuntimeFailure("the runtime under test (reaper) failed the smoke pod")
+
+    with pytest.raises(RuntimeFailure):
+        prov._wait("smoke", probe, timeout=600)
+    assert len(calls) == 1
 
 
 def test_footprint_lines_say_nothing_or_list_what_is_left():
