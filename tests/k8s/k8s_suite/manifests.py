@@ -64,8 +64,10 @@ def pod(
     node_name: str | None = None,
     restart: str = "Never",
     extra_labels: Mapping[str, str] | None = None,
+    spec_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One pod. Either ``command`` (one container named ``main``) or ``containers``."""
+    """One pod. Either ``command`` (one container named ``main``) or ``containers``; ``spec_extra``
+    adds pod spec fields as they are (``shareProcessNamespace``, ``initContainers``, ...)."""
     if (command is None) == (containers is None):
         raise ValueError("give either command or containers")
     if containers is None:
@@ -86,6 +88,8 @@ def pod(
         spec["terminationGracePeriodSeconds"] = int(grace)
     if node_name:
         spec["nodeName"] = node_name
+    if spec_extra:
+        spec.update(spec_extra)
     meta: dict[str, Any] = {"name": name, "labels": labels(token, sid, extra_labels)}
     if finalizers:
         meta["finalizers"] = list(finalizers)
