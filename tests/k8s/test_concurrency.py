@@ -99,16 +99,9 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
         kube.delete_pod(name)
     # all gone within the deadline; meanwhile keep recording this namespace's shims (a sandbox can
     # appear after its pod's delete was requested)
-    deadline = time.monotonic() + T.POD_DELETE
-    left = names
-    while True:
-        kube.record_ids()
-        left = [p["metadata"]["name"] for p in ctx.list_pods(kube.ns).get("items", [])]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
+    left = kube.wait_no_pods(T.POD_DELETE, record=True)
     assert not left, f"pods not gone {T.POD_DELETE}s after their delete: " + "; ".join(
-        podstate.describe(kube.get(nm)) for nm in left)
+        podstate.describe(p) for p in left)
 
     ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") == kube.ns) | kube.seen_ids | kube.sandbox_ids
     print(f"{len(ids)} container/sandbox ids seen for the {n} pods")

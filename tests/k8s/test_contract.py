@@ -19,21 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from k8s_suite import manifests as m
-from k8s_suite import naming, podstate
+from k8s_suite import podstate
 from k8s_suite.manifests import sh
 
 SANDBOX_STOP_BOUND = 5.0  # seconds; runc needs about 1
 
 
-def _sleeping_pod(kube, what: str, **kw):
-    seconds = naming.sleep_seconds(kube.token, f"{kube.sid}-{what}")
-    name = kube.name(what)
-    kube.create(kube.pod(what, kube.marker(["sleep", str(seconds)]), grace=2, **kw))
-    return name, kube.wait_running(name)
-
-
 def test_s28_exec_streams(kube):
-    name, _ = _sleeping_pod(kube, "streams")
+    name, _, _ = kube.sleeping_pod("streams")
     res = kube.exec(name, ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (res.stdout, res.stderr, res.exit_code) == ("out\n", "err\n", 3), (
         f"expected stdout 'out\\n', stderr 'err\\n', exit 3: {res.describe()}")
@@ -41,7 +34,7 @@ def test_s28_exec_streams(kube):
 
 def test_s29_exec_inherits_the_container(kube):
     value, cwd = f"s29-value-{kube.token}", f"/s29-cwd-{kube.token}"
-    name, _ = _sleeping_pod(kube, "inherit", env={"S29_VAR": value}, working_dir=cwd,
+    name, _, _ = kube.sleeping_pod("inherit", env={"S29_VAR": value}, working_dir=cwd,
                             volumes=[m.emptydir_volume("cwd")], mounts=[m.mount("cwd", cwd)],
                             pod_security={"runAsUser": 1000, "runAsGroup": 1000})
     res = kube.exec(name, ["/bin/sh", "-c", 'printf "%s\\n" "$S29_VAR"; pwd; id -u; id -g'])

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from k8s_suite import naming, podstate
-
-
-def _running_pod(kube, what: str):
-    """A pod whose only process is ``sleep N`` (N unique to this run and scenario)."""
-    seconds = naming.sleep_seconds(kube.token, f"{kube.sid}-{what}")
-    name = kube.name(what)
-    kube.create(kube.pod(what, kube.marker(["sleep", str(seconds)]), grace=2))
-    pod = kube.wait_running(name)
-    return name, pod, seconds
+from k8s_suite import podstate
 
 
 def test_s08_exec_stdout(kube):
-    name, pod, seconds = _running_pod(kube, "exec")
+    name, pod, seconds = kube.sleeping_pod("exec")
     res = kube.exec(name, ["echo", "exec works"])
     assert res.status == "Success" and res.exit_code == 0, res.describe()
     assert res.stdout == "exec works\n", f"stdout: expected 'exec works\\n', got {res.stdout!r} ({res.describe()})"
@@ -27,13 +18,13 @@ def test_s08_exec_stdout(kube):
 
 
 def test_s09_exec_exit_code(kube):
-    name, _, _ = _running_pod(kube, "exec")
+    name, _, _ = kube.sleeping_pod("exec")
     res = kube.exec(name, ["/bin/sh", "-c", "exit 7"])
     assert res.exit_code == 7, f"exec exit code: expected 7, got {res.exit_code!r} ({res.describe()})"
 
 
 def test_s10_exec_nonexistent(kube):
-    name, pod, seconds = _running_pod(kube, "exec")
+    name, pod, seconds = kube.sleeping_pod("exec")
     node = kube.node_of(pod)
     marker = ["sleep", str(seconds)]
     before = kube.get(name)

@@ -147,7 +147,7 @@ def _zombies_while_alive(kube, problems: list[str], evidence: list[str]) -> None
     kube.wait_processes(node, orphan, "the orphans have exited", lambda n: n == 0)
     # every exec returned and every orphan exited: a zombie left under a shim/runtime process now is
     # one its parent will not reap (a healthy one reaps at once; the settle window absorbs latency)
-    report = nodecheck.live_zombies(kube)
+    report = nodecheck.live_zombies(kube, require_reapers=True)
     if report:
         problems.append(f"zombie(s) under the shim/runtime of a live pod (4 execs and 4 orphans exited) not reaped "
                         f"within {T.ZOMBIE_SETTLE}s:\n{report}")

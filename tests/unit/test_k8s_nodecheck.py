@@ -86,7 +86,7 @@ def test_pid_match_script_quotes_and_covers_both_cgroup_spellings():
 def test_leaked_shims_state_and_mounts():
     owner = invariants.Owner("ns1", frozenset({A, SB}), frozenset({"u-1"}), frozenset())
     shims = [nodeproc.Shim(1, SB, "x"), nodeproc.Shim(2, "z" * 64, "y", "ns1"), nodeproc.Shim(3, "q", "z", "ns2")]
-    assert [s.split()[1] for s in invariants.leaked_shims(shims, owner)] == ["1", "2"]
+    assert [s.pid for s in invariants.owned_shims(shims, owner)] == [1, 2]
     assert invariants.leaked_state({A, B, "x"}, owner) == [A]
     assert invariants.leaked_state(None, owner) == []
     procs = _procs(["1 0 S init", "12 1 S reaper-runtime start x"])
@@ -94,16 +94,6 @@ def test_leaked_shims_state_and_mounts():
         f"600 1 0:5 / /run/x/{A} rw  [in the mount namespace of pid 12 (reaper-runtime start x)]"]
     leaks = invariants.Leaks(state=[A])
     assert leaks and "1 runtime state entr(y/ies)" in leaks.describe("n") and not invariants.Leaks()
-
-
-def test_sandbox_ready_or_later():
-    assert not podstate.sandbox_ready_or_later(None)
-    pending = {"status": {"conditions": [{"type": "PodReadyToStartContainers", "status": "False"}]}}
-    assert not podstate.sandbox_ready_or_later(pending)
-    ready = {"status": {"conditions": [{"type": "PodReadyToStartContainers", "status": "True"}]}}
-    assert podstate.sandbox_ready_or_later(ready)
-    started = {"status": {"containerStatuses": [{"name": "m", "state": {"running": {}}}]}}
-    assert podstate.sandbox_ready_or_later(started)
 
 
 def test_a_leak_at_teardown_is_the_scenarios_failure_not_an_error():

@@ -9,6 +9,7 @@ failing with the last pod it saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,19 @@ class InfrastructureError(Exception):
 
 class NodeCommandError(InfrastructureError, RuntimeError):
     """A command on the node failed (node access itself is broken, not the scenario)."""
+
+
+@contextlib.contextmanager
+def failing_with(problems: list[str]):
+    """Inside node-side polls of a scenario that collects ``problems``: node access failing (after
+    its retries) ends the scenario with the problems already seen, the node error as a note; with
+    none seen yet, it is an infrastructure error as before."""
+    try:
+        yield
+    except NodeCommandError as e:
+        if problems:
+            raise AssertionError("\n".join(problems + [f"(note: node access then failed: {e})"])) from None
+        raise
 
 
 def _json(resp) -> Any:

@@ -55,26 +55,17 @@ class Leaks:
     shims: list[str] = field(default_factory=list)
     state: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
-    zombies: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.processes or self.shims or self.state or self.mounts or self.zombies)
+        return bool(self.processes or self.shims or self.state or self.mounts)
 
     def describe(self, node: str) -> str:
         parts = []
         for what, items in (("process(es) of its pods", self.processes), ("shim(s)", self.shims),
-                            ("runtime state entr(y/ies)", self.state), ("mount(s)", self.mounts),
-                            ("zombie(s) under its shims/runtime processes", self.zombies)):
+                            ("runtime state entr(y/ies)", self.state), ("mount(s)", self.mounts)):
             if items:
                 parts.append(f"{len(items)} {what}:\n" + "\n".join(f"    {x}" for x in items[:20]))
         return f"node {node}: " + "\n  ".join(parts)
-
-    def summary(self) -> str:
-        counts = [f"{len(v)} {k}" for k, v in (("processes", self.processes), ("shims", self.shims),
-                                                ("state entries", self.state), ("mounts", self.mounts),
-                                                ("zombies", self.zombies)) if v]
-        return ", ".join(counts)
 
 
 # --- node commands (scripts; their output is parsed by the pure functions below) --------------------
@@ -137,13 +128,9 @@ def leaked_processes(procs: Sequence[nodeproc.Proc], matches: dict[int, set[str]
     return out
 
 
-def leaked_shims(shims: Sequence[nodeproc.Shim], owner: Owner) -> list[str]:
-    out = []
-    for s in shims:
-        if s.namespace == owner.namespace or s.id in owner.ids or s.sandbox_id in owner.ids \
-                or any(i in s.args for i in owner.ids):
-            out.append(s.line())
-    return out
+def owned_shims(shims: Sequence[nodeproc.Shim], owner: Owner) -> list[nodeproc.Shim]:
+    """The owner's shims: by id, sandbox id, a bundle naming its namespace, or its ids on the command line."""
+    return nodeproc.leftover_shims(shims, owner.ids, owner.namespace)
 
 
 def reapers(procs: Sequence[nodeproc.Proc], shims: Sequence[nodeproc.Shim], owner: Owner,
@@ -152,8 +139,7 @@ def reapers(procs: Sequence[nodeproc.Proc], shims: Sequence[nodeproc.Shim], owne
     descend from those shims or name one of the owner's ids. Workload processes are not among them
     (a workload that does not wait for its children is not the runtime's fault)."""
     names = {n for n in runtime_names if n}
-    shim_pids = {s.pid for s in shims if s.namespace == owner.namespace or s.id in owner.ids
-                 or s.sandbox_id in owner.ids}
+    shim_pids = {s.pid for s in owned_shims(shims, owner)}
     out = set(shim_pids)
     for p in procs:
         if p.argv0 in names and (any(i in p.args for i in owner.ids)

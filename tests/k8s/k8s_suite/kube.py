@@ -8,7 +8,6 @@ both are re-exported here for the scenarios.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -21,26 +20,13 @@ from ci.cluster.base import ClusterInfo
 
 from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate
 from k8s_suite import timeouts as T
-from k8s_suite.context import InfrastructureError, NodeCommandError, RunContext, _json
+from k8s_suite.context import InfrastructureError, NodeCommandError, RunContext, _json, failing_with
 from k8s_suite.podstate import Pod
 from k8s_suite.streams import (TRANSIENT, ExecResult, LogFollower, WaitError, _short, log_lines, parse_exec_status,
                                without_stream_end_error)
 
 __all__ = ["ExecResult", "InfrastructureError", "Kube", "LogFollower", "NodeCommandError", "RunContext", "WaitError",
            "connect", "failing_with", "log_lines", "parse_exec_status", "without_stream_end_error"]
-
-
-@contextlib.contextmanager
-def failing_with(problems: list[str]):
-    """Inside node-side polls of a scenario that collects ``problems``: node access failing (after
-    its retries) ends the scenario with the problems already seen, the node error as a note; with
-    none seen yet, it is an infrastructure error as before."""
-    try:
-        yield
-    except NodeCommandError as e:
-        if problems:
-            raise AssertionError("\n".join(problems + [f"(note: node access then failed: {e})"])) from None
-        raise
 
 
 def connect(info: ClusterInfo) -> client.ApiClient:
@@ -216,6 +202,29 @@ class Kube:
     def wait_gone(self, name: str, timeout: float = T.POD_DELETE) -> None:
         self.wait(name, podstate.gone, "pod gone", timeout)
 
+    def wait_no_pods(self, timeout: float, *, record: bool = False) -> list[Pod]:
+        """Poll until the namespace has no pod (observing their ids; ``record``: also writing this
+        namespace's shim ids to the run folder, as a sandbox can appear after a delete was asked);
+        the pods still there at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if record:
+                self.record_ids()
+            left = self.ctx.list_pods(self.ns).get("items", [])
+            for p in left:
+                self._observe(p)
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.25)  # poll interval until the deadline
+
+    def sleeping_pod(self, what: str, **kw) -> tuple[str, Pod, int]:
+        """A running pod whose only process is ``sleep N`` (N unique to this run, scenario and
+        ``what``, registered as the scenario's marker): (name, pod, N)."""
+        seconds = naming.sleep_seconds(self.token, f"{self.sid}-{what}")
+        name = self.name(what)
+        self.create(self.pod(what, self.marker(["sleep", str(seconds)]), grace=2, **kw))
+        return name, self.wait_running(name), seconds
+
     def get(self, name: str) -> Pod | None:
         pod = self.ctx.get_pod(self.ns, name)
         if pod:
@@ -356,70 +365,8 @@ class Kube:
         return entry
 
     def cleanup(self, keep: bool = False) -> tuple[list[str], list[str]]:
-        """Prove the runtime, check for zombies under the scenario's shims, record ids, release held
-        pods, delete the namespace and this test's node paths, then check that the pods left nothing
-        on the node. Returns (problems, leaks): the caller fails the teardown with them (not
-        swallowed); leaks and an unproven runtime are product failures of this scenario."""
-        problems: list[str] = []
-        leaks: list[str] = []
-        if not self.created_ns:
-            return problems, leaks
-        t0 = time.monotonic()
-        marks: list[str] = []
-        try:
-            self.record_ids()
-        except Exception as e:  # noqa: BLE001 - reported below
-            problems.append(f"recording ids of {self.ns}: {e}")
-        if not keep:
-            try:
-                pods = self.ctx.list_pods(self.ns).get("items", [])
-                for p in pods:
-                    self._observe(p)
-                leaks += [f"runtime not proven: {x}" for x in nodecheck.require_proof(self, pods)]
-                marks.append(f"proof {time.monotonic() - t0:.1f}s")
-                zombies = nodecheck.live_zombies(self)
-                marks.append(f"zombies {time.monotonic() - t0:.1f}s")
-                if zombies:
-                    leaks.append(f"zombie(s) under this scenario's shims/runtime processes, not reaped within "
-                                 f"{T.ZOMBIE_SETTLE}s while its pods existed:\n{zombies}")
-            except (NodeCommandError, ApiException, *TRANSIENT) as e:
-                problems.append(f"node checks of {self.ns} before its deletion: {e}")
-        try:
-            for p in self.ctx.list_pods(self.ns).get("items", []):
-                if naming.FINALIZER in (p["metadata"].get("finalizers") or []):
-                    self.release(p["metadata"]["name"])
-        except (ApiException, *TRANSIENT) as e:
-            problems.append(f"releasing held pods in {self.ns}: {_short(e)}")
-        for node, path in self.node_paths:
-            try:
-                self.ctx.node_run(node, ["rm", "-rf", "--", path])
-            except NodeCommandError as e:
-                problems.append(str(e))
-        if keep:
-            return problems, leaks
-        try:
-            # the pods first, directly: the namespace controller gets to them only after it has
-            # enumerated every resource type (seconds), and the node checks below wait for them
-            self.ctx.core.delete_collection_namespaced_pod(self.ns, _preload_content=False,
-                                                           _request_timeout=T.LOG_REQUEST)
-            self.ctx.core.delete_namespace(self.ns, propagation_policy="Background", _preload_content=False,
-                                           _request_timeout=T.LOG_REQUEST)
-        except ApiException as e:
-            if e.status != 404:
-                problems.append(f"deleting namespace {self.ns}: HTTP {e.status} {e.reason}")
-                return problems, leaks
-        except TRANSIENT as e:
-            problems.append(f"deleting namespace {self.ns}: {_short(e)}")
-            return problems, leaks
-        marks.append(f"deleted {time.monotonic() - t0:.1f}s")
-        try:
-            report = nodecheck.after_delete(self, marks)
-            if report:
-                leaks.append(f"left on the node after its pods were gone ({T.LEAK_SETTLE}s settle):\n  {report}")
-        except (NodeCommandError, ApiException, *TRANSIENT) as e:
-            problems.append(f"node checks of {self.ns} after its deletion: {e}")
-        print(f"teardown of {self.ns}: {time.monotonic() - t0:.1f}s ({', '.join(marks)})")
-        return problems, leaks
+        """The scenario's teardown (:func:`k8s_suite.nodecheck.teardown`): (problems, leaks)."""
+        return nodecheck.teardown(self, keep)
 
 
 def _body(e: ApiException) -> str:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Iterable
 
-from k8s_suite import invariants, nodeproc, podstate, proof
+from kubernetes.client.exceptions import ApiException
+
+from k8s_suite import invariants, naming, nodeproc, podstate, proof
 from k8s_suite import timeouts as T
+from k8s_suite.context import NodeCommandError
+from k8s_suite.streams import TRANSIENT, _short
 
 if TYPE_CHECKING:  # pragma: no cover
     from k8s_suite.kube import Kube
-
-
-class LeakError(AssertionError):
-    """A scenario's pods left something on the node (a product failure of that scenario)."""
 
 
 # --- runtime identity --------------------------------------------------------------------------------
@@ -27,9 +27,9 @@ def prove(kube: "Kube", ids: Iterable[str]) -> list[str]:
     ids = sorted({i for i in ids if i} - kube.control_ids)
     if not ids:
         return []
-    info, node = kube.info, kube.info.nodes[0] if len(kube.info.nodes) == 1 else None
+    info = kube.info
     found: list[str] = []
-    for n in ([node] if node else list(info.nodes)):
+    for n in info.nodes:  # a container another node runs is "not found" here, neither proof nor problem
         r = kube.ctx.node_sh(n, proof.info_script(info.ctr, info.containerd_address, ids), ok=None)
         records = proof.parse_infos(r.stdout)
         sandboxes = {rec.sandbox_id for rec in records.values() if isinstance(rec, proof.Record) and rec.sandbox_id}
@@ -59,9 +59,10 @@ def require_proof(kube: "Kube", pods: list[dict]) -> list[str]:
     for p in pods:
         if p["metadata"]["name"] not in kube.controls:
             ids.update(podstate.container_ids(p))
-    prove(kube, ids - kube.control_ids)
+    ids -= kube.control_ids
+    prove(kube, ids)
     problems += kube.proof_problems
-    if not kube.proofs and (ids - kube.control_ids):
+    if not kube.proofs and ids:
         problems.append(f"no container of this scenario could be proven to run behind handler "
                         f"{kube.info.runtime_class} (containerd no longer knew any of {len(ids)} id(s))")
     return problems
@@ -69,23 +70,29 @@ def require_proof(kube: "Kube", pods: list[dict]) -> list[str]:
 
 # --- zombies while the pods live ---------------------------------------------------------------------
 
-def live_zombies(kube: "Kube", timeout: float = T.ZOMBIE_SETTLE) -> str:
+def live_zombies(kube: "Kube", timeout: float = T.ZOMBIE_SETTLE, *, require_reapers: bool = False) -> str:
     """Zombies whose parent is a shim or runtime process of this scenario's pods that are still
-    there after ``timeout``; '' when none."""
+    there after ``timeout``; '' when none. ``require_reapers``: the scenario's pods are alive, so
+    finding none of their shims is a failure (the check would prove nothing)."""
     owner = owner_of(kube)
     names = [kube.info.runtime_binary, kube.info.shim_process]
     deadline = time.monotonic() + timeout
     while True:
-        report = ""
+        report, found = "", 0
         for node in kube.info.nodes:
             procs = kube.ctx.ps(node)
             shims = kube.ctx.scan_shims(node, procs)
-            zs = invariants.owned_zombies(procs, invariants.reapers(procs, shims, owner, names))
+            pids = invariants.reapers(procs, shims, owner, names)
+            found += len(pids)
+            zs = invariants.owned_zombies(procs, pids)
             if zs:
                 report += f"node {node}:\n" + nodeproc.zombie_report(procs, zs) + "\n"
+        assert found or not require_reapers, (
+            f"no {kube.info.shim_process} of namespace {kube.ns} found on the node while its pods live: "
+            "the zombie check would prove nothing")
         if not report or time.monotonic() > deadline:
             return report
-        time.sleep(0.25)
+        time.sleep(0.25)  # poll interval until the deadline
 
 
 # --- what the pods left after they are gone ------------------------------------------------------------
@@ -106,7 +113,7 @@ def scan(kube: "Kube", node: str, owner: invariants.Owner) -> invariants.Leaks:
     procs = ctx.ps(node)
     r = ctx.node_sh(node, invariants.pid_match_script(owner.hostnames, owner.patterns), ok=None)
     leaks.processes = invariants.leaked_processes(procs, invariants.parse_pid_matches(r.stdout), owner)
-    leaks.shims = invariants.leaked_shims(ctx.scan_shims(node, procs), owner)
+    leaks.shims = [s.line() for s in invariants.owned_shims(ctx.scan_shims(node, procs), owner)]
     if kube.info.runtime_state_dir:
         leaks.state = [f"{kube.info.runtime_state_dir}/{e}" for e in
                        invariants.leaked_state(ctx.state_entries(node, required=False), owner)]
@@ -119,17 +126,10 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
     """Wait for the namespace's pods to be gone, then for the node to be clean of them; the leak
     report ('' when clean)."""
     started = time.monotonic()
-    deadline = started + T.POD_DELETE
-    while True:
-        left = kube.ctx.list_pods(kube.ns).get("items", [])
-        for p in left:
-            kube._observe(p)
-        if not left:
-            break
-        if time.monotonic() > deadline:
-            return (f"{len(left)} pod(s) still exist {T.POD_DELETE}s after namespace {kube.ns} was deleted: "
-                    + "; ".join(podstate.describe(p) for p in left[:5]))
-        time.sleep(0.25)
+    left = kube.wait_no_pods(T.POD_DELETE)
+    if left:
+        return (f"{len(left)} pod(s) still exist {T.POD_DELETE}s after namespace {kube.ns} was deleted: "
+                + "; ".join(podstate.describe(p) for p in left[:5]))
     gone = time.monotonic()
     owner = owner_of(kube)
     deadline = time.monotonic() + T.LEAK_SETTLE
@@ -142,6 +142,75 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
     if marks is not None:
         marks.append(f"pods gone +{gone - started:.1f}s, node scan {time.monotonic() - gone:.1f}s")
     return "\n".join(lk.describe(n) for n, lk in bad.items())
+
+
+# --- the scenario's teardown -------------------------------------------------------------------------
+
+def teardown(kube: "Kube", keep: bool = False) -> tuple[list[str], list[str]]:
+    """Prove the runtime, check for zombies under the scenario's shims, record ids, release held
+    pods, delete the namespace and this test's node paths, then check that the pods left nothing
+    on the node. Returns (problems, leaks): the caller fails the teardown with them (not
+    swallowed); leaks and an unproven runtime are product failures of this scenario."""
+    problems: list[str] = []
+    leaks: list[str] = []
+    if not kube.created_ns:
+        return problems, leaks
+    t0 = time.monotonic()
+    marks: list[str] = []
+    try:
+        kube.record_ids()
+    except Exception as e:  # noqa: BLE001 - reported below
+        problems.append(f"recording ids of {kube.ns}: {e}")
+    if not keep:
+        try:
+            pods = kube.ctx.list_pods(kube.ns).get("items", [])
+            for p in pods:
+                kube._observe(p)
+            leaks += [f"runtime not proven: {x}" for x in require_proof(kube, pods)]
+            marks.append(f"proof {time.monotonic() - t0:.1f}s")
+            zombies = live_zombies(kube)
+            marks.append(f"zombies {time.monotonic() - t0:.1f}s")
+            if zombies:
+                leaks.append(f"zombie(s) under this scenario's shims/runtime processes, not reaped within "
+                             f"{T.ZOMBIE_SETTLE}s while its pods existed:\n{zombies}")
+        except (NodeCommandError, ApiException, *TRANSIENT) as e:
+            problems.append(f"node checks of {kube.ns} before its deletion: {e}")
+    try:
+        for p in kube.ctx.list_pods(kube.ns).get("items", []):
+            if naming.FINALIZER in (p["metadata"].get("finalizers") or []):
+                kube.release(p["metadata"]["name"])
+    except (ApiException, *TRANSIENT) as e:
+        problems.append(f"releasing held pods in {kube.ns}: {_short(e)}")
+    for node, path in kube.node_paths:
+        try:
+            kube.ctx.node_run(node, ["rm", "-rf", "--", path])
+        except NodeCommandError as e:
+            problems.append(str(e))
+    if keep:
+        return problems, leaks
+    try:
+        # the pods first, directly: the namespace controller gets to them only after it has
+        # enumerated every resource type (seconds), and the node checks below wait for them
+        kube.ctx.core.delete_collection_namespaced_pod(kube.ns, _preload_content=False,
+                                                       _request_timeout=T.LOG_REQUEST)
+        kube.ctx.core.delete_namespace(kube.ns, propagation_policy="Background", _preload_content=False,
+                                       _request_timeout=T.LOG_REQUEST)
+    except ApiException as e:
+        if e.status != 404:
+            problems.append(f"deleting namespace {kube.ns}: HTTP {e.status} {e.reason}")
+            return problems, leaks
+    except TRANSIENT as e:
+        problems.append(f"deleting namespace {kube.ns}: {_short(e)}")
+        return problems, leaks
+    marks.append(f"deleted {time.monotonic() - t0:.1f}s")
+    try:
+        report = after_delete(kube, marks)
+        if report:
+            leaks.append(f"left on the node after its pods were gone ({T.LEAK_SETTLE}s settle):\n  {report}")
+    except (NodeCommandError, ApiException, *TRANSIENT) as e:
+        problems.append(f"node checks of {kube.ns} after its deletion: {e}")
+    print(f"teardown of {kube.ns}: {time.monotonic() - t0:.1f}s ({', '.join(marks)})")
+    return problems, leaks
 
 
 # --- one-line diagnosis of the runtime's state race -----------------------------------------------------
@@ -172,7 +241,7 @@ def unreadable_state(kube: "Kube", pod: dict | None) -> str:
         try:
             node = kube.node_of(pod)
             r = kube.ctx.node_sh(node, f"grep -F -e {cid} {path} | grep -F '{STATE_PARSE_ERROR}' | tail -n 1", ok=None)
-        except (AssertionError, Exception):  # noqa: BLE001 - a hint must not hide the failure it explains
+        except Exception:  # noqa: BLE001 - a hint must not hide the failure it explains
             continue
         line = r.stdout.strip()
         if line:

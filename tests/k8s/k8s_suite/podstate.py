@@ -171,24 +171,6 @@ def nonzero_exits(pod: Pod | None) -> list[str]:
     return out
 
 
-def condition(pod: Pod | None, kind: str) -> str | None:
-    """The status ('True'/'False'/'Unknown') of the pod condition ``kind``, None when absent."""
-    for c in (pod or {}).get("status", {}).get("conditions") or []:
-        if c.get("type") == kind:
-            return c.get("status")
-    return None
-
-
-def sandbox_ready_or_later(pod: Pod | None) -> bool:
-    """The pod's sandbox is ready (``PodReadyToStartContainers``), or a container already started
-    (a kubelet without that condition, or a start faster than the status update)."""
-    if pod is None:
-        return False
-    if condition(pod, "PodReadyToStartContainers") == "True":
-        return True
-    return any((cs.get("state") or {}).get(k) is not None for cs in statuses(pod) for k in ("running", "terminated"))
-
-
 def container_running(name: str | None = None) -> Condition:
     return lambda pod: pod is not None and phase(pod) == "Running" and running(pod, name) is not None
 
