@@ -44,6 +44,7 @@ class ClusterInfo:
     ctr: str = "ctr"  # containerd's client on the node (runtime identity from containerd's records)
     runtime_type: str | None = None  # containerd runtime type behind the handler (io.containerd.reaper.v2, ...)
     runtime_binary: str | None = None  # process name of the runtime the shim runs (reaper-runtime, runc)
+    containerd_restart: str | None = None  # node shell command restarting containerd in place (S41); None: cannot
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

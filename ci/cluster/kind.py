@@ -146,6 +146,7 @@ class KindProvisioner(Provisioner):
             # kind nodes keep the stock kubelet/CRI log/containerd paths (ClusterInfo's defaults)
             runtime_type=cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
             runtime_binary=cfg.runtime_binary if runtime == "reaper" else "runc",
+            containerd_restart="systemctl restart containerd",  # kind nodes run containerd as a systemd unit
         )
         self._smoke(info)
         info.save(info_path(cfg.state_dir))

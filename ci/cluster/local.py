@@ -18,11 +18,13 @@ import fcntl
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ci import console
-from ci.cluster import images, pki as pki_mod, runtime as rt
+from ci.cluster import images, pki as pki_mod, restart_local, runtime as rt
 from ci.cluster.base import ClusterInfo, LocalNode, Provisioner, info_path
 from ci.config import Config
 from ci.errors import RuntimeFailure, SetupError, SmokeFailed, ToolMissing
@@ -1088,7 +1090,10 @@ class LocalProvisioner(Provisioner):
         return {"kubelet_root": str(self.lay.kubelet_root), "pod_logs_dir": str(self.lay.pod_logs),
                 "containerd_address": str(self.lay.containerd_sock), "ctr": str(ctr) if ctr.is_file() else "ctr",
                 "runtime_type": self.cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
-                "runtime_binary": self.cfg.runtime_binary if runtime == "reaper" else "runc"}
+                "runtime_binary": self.cfg.runtime_binary if runtime == "reaper" else "runc",
+                "containerd_restart": shlex.join([sys.executable, str(Path(restart_local.__file__).resolve()),
+                                                  str(self.lay.pidfile("containerd")), str(self.lay.containerd_sock),
+                                                  str(self.lay.log("containerd"))])}
 
     def _component_logs(self, runtime: str) -> dict[str, str]:
         logs = {c: str(self.lay.log(c)) for c in COMPONENTS}

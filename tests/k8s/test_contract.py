@@ -1,28 +1,21 @@
-"""S28-S43: the runtime contract beyond the plan (what Kubernetes expects of any CRI runtime).
-
-Catalogue (runc is the reference; every row holds for every runtime unless marked):
-
-| ID | Scenario | Pod / action | Must hold | Bug class caught |
-|---|---|---|---|---|
-| S28 | exec streams | exec ``sh -c 'echo out; echo err >&2; exit 3'`` | stdout exactly ``out``, stderr exactly ``err``, exit 3 | exec stdout/stderr mixed or lost, exit status lost |
-| S29 | exec inherits the container | pod with env, ``workingDir`` (an emptyDir), runAsUser/runAsGroup 1000; exec ``printf $VAR; pwd; id -u; id -g`` | exactly the container's values | exec runs with the shim's env, cwd or root identity |
-| S31 | killed by a signal | ``kill -KILL $$`` / ``kill -TERM $$`` in the container (shareProcessNamespace, so the shell is not PID 1) | exit codes 137 and 143 (128+N), pod Failed | signal deaths reported as 1 or 0 |
-| S35 | multi-container pod | two containers, one exits 0, one exits 5 | each log holds only its own lines, each exit code its own | cross-talk between a pod's containers |
-| S40 | sandbox stop | a ``restartPolicy: Never`` pod whose container exits | the pod reaches Succeeded within 5 s of the exit being reported, and its delete completes within 5 s (runc: about 1 s; the measured times are printed) | StopPodSandbox that hangs or is slow |
-
-S30, S32-S34, S36-S39 and S41-S43 are not written yet.
+"""S28-S32, S35, S40: the runtime contract beyond the plan, exec and process paths (what Kubernetes
+expects of any CRI runtime). The catalogue of S28-S43 (pod, must hold, bug class) is
+``docs/CONTRACT.md``; runc is the reference and every row holds for every runtime.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from k8s_suite import manifests, naming, podstate
 from k8s_suite import manifests as m
-from k8s_suite import podstate
+from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
 
 SANDBOX_STOP_BOUND = 5.0  # seconds; runc needs about 1
+GRACE_SLACK = 5.0  # seconds past the grace period by which SIGKILL must have ended a TERM-ignoring tree
 
 
 def test_s28_exec_streams(kube):
@@ -44,6 +37,28 @@ def test_s29_exec_inherits_the_container(kube):
         f"{res.stdout.splitlines()} ({res.describe()})")
 
 
+def test_s30_exec_stdin_and_tty(kube):
+    name, _, _ = kube.sleeping_pod("stdin")
+    data = "".join(f"line-{i}-{kube.token}\n" for i in range(200)) + f"no-newline-{kube.token}"
+    res = kube.exec(name, ["cat"], stdin=data, timeout=30)
+    assert res.exit_code == 0 and res.stdout == data and res.stderr == "", (
+        f"exec `cat` with {len(data)} bytes on stdin, then stdin closed: expected them echoed exactly and exit 0; got "
+        f"{len(res.stdout)} bytes (first difference at {_first_difference(res.stdout, data)}), {res.describe()}")
+    res = kube.exec(name, ["tty"], tty=True, timeout=30)
+    assert res.exit_code == 0 and re.fullmatch(r"/dev/pts/\d+\r?\n", res.stdout), (
+        f"exec `tty` with a terminal: expected a /dev/pts/N path and exit 0, got {res.describe()}")
+    res = kube.exec(name, ["tty"], timeout=30)
+    assert res.exit_code == 1 and res.stdout.strip() == "not a tty", (
+        f"exec `tty` without a terminal (the control): expected 'not a tty' and exit 1, got {res.describe()}")
+
+
+def _first_difference(got: str, want: str) -> str:
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return f"byte {i}: {got[max(0, i - 20):i + 20]!r} vs {want[max(0, i - 20):i + 20]!r}"
+    return "none" if len(got) == len(want) else f"byte {min(len(got), len(want))} (one is a prefix of the other)"
+
+
 def test_s31_killed_by_a_signal(kube):
     # shareProcessNamespace: the pod's pause process is PID 1, so the shell can be killed from inside
     # (a PID-namespace init ignores signals it has no handler for, even SIGKILL from inside)
@@ -62,6 +77,36 @@ def test_s31_killed_by_a_signal(kube):
         assert kube.log_lines(kube.name(what)) == [f"before-{sig}"], f"kill -{sig}: log {kube.log_lines(kube.name(what))!r}"
     for what in cases:
         kube.wait_phase(kube.name(what), "Failed")
+
+
+def test_s32_grace_period_ends_in_sigkill(kube, evidence):
+    grace = 3
+    seconds = naming.sleep_seconds(kube.token, "s32")
+    marker = kube.marker(["sleep", str(seconds)])
+    name = kube.name("stubborn")
+    # TERM is ignored by the shell and (inherited) by both children: only SIGKILL ends them
+    kube.create(kube.pod("stubborn", sh(f"trap '' TERM; sleep {seconds} & sleep {seconds} & wait"), grace=grace,
+                         finalizers=manifests.hold_finalizers()))
+    pod = kube.wait_running(name)
+    node = kube.node_of(pod)
+    before = kube.wait_processes(node, marker, "both children started", lambda n: n >= 2)
+    evidence.append("before delete:\n" + "\n".join(p.line() for p in before))
+    asked = time.monotonic()
+    kube.delete_pod(name, grace=grace)
+    kube.wait_processes(node, marker, "the TERM-ignoring processes killed", lambda n: n == 0,
+                        timeout=grace + GRACE_SLACK + T.NODE_PROCESS)
+    took = time.monotonic() - asked
+    pod = kube.wait_terminated(name)
+    term = podstate.terminated(pod) or {}
+    print(f"TERM-ignoring tree gone {took:.1f}s after the delete (grace {grace}s); exitCode {term.get('exitCode')}")
+    assert took >= grace - 0.5, (
+        f"the processes ignoring TERM were gone {took:.1f}s after a delete with a {grace}s grace period: the runtime "
+        "killed them before the grace period ended")
+    assert took <= grace + GRACE_SLACK, (
+        f"the processes ignoring TERM were still there {took:.1f}s after a delete with a {grace}s grace period "
+        f"(bound: grace + {GRACE_SLACK:.0f}s): SIGKILL came late or not at all")
+    assert term.get("exitCode") == 137, (
+        f"the container ended by SIGKILL must report exit code 137, got {term.get('exitCode')!r}: {podstate.describe(pod)}")
 
 
 def test_s35_multi_container_pod(kube):

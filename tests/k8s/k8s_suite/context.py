@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from ci.cluster.base import ClusterInfo, NodeAccess
@@ -65,9 +66,22 @@ class RunContext:
     run: RunDir
     artifacts: Path
     core: client.CoreV1Api = field(init=False)
+    batch: client.BatchV1Api = field(init=False)
 
     def __post_init__(self):
         self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self._streams = threading.local()
+
+    def stream_api(self) -> client.CoreV1Api:
+        """A CoreV1Api on an API client of this thread's own, for exec streams: the client library's
+        ``stream()`` swaps the transport of the client it is given while the stream opens, so a
+        shared client would send other threads' requests over a websocket."""
+        api = getattr(self._streams, "api", None)
+        if api is None:
+            api = self._streams.api = client.CoreV1Api(config.new_client_from_config(
+                config_file=self.info.kubeconfig, persist_config=False))
+        return api
 
     # API reads (raw JSON) ----------------------------------------------------------------------
     def get_pod(self, ns: str, name: str) -> Pod | None:
@@ -95,9 +109,12 @@ class RunContext:
                                                      _request_timeout=T.LOG_REQUEST)).get("items", [])
 
     def logs(self, ns: str, name: str, container: str | None = None, *, tail: int | None = None,
-             timeout: float = T.LOG_REQUEST) -> str:
-        """The container's log, exactly as stored (stdout and stderr interleaved)."""
+             previous: bool = False, timeout: float = T.LOG_REQUEST) -> str:
+        """The container's log, exactly as stored (stdout and stderr interleaved); ``previous``: the
+        log of its run before the last restart."""
         kw: dict[str, Any] = dict(_preload_content=False, _request_timeout=timeout)
+        if previous:
+            kw["previous"] = True
         if container:
             kw["container"] = container
         if tail is not None:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
+from kubernetes.stream.ws_client import V5_CHANNEL_PROTOCOL
 
 from ci.cluster.base import ClusterInfo
 
@@ -55,6 +56,7 @@ class Kube:
         self.markers: list[tuple[str, ...]] = []  # command lines unique to this scenario's processes
         self.proofs: set[str] = set()
         self.proof_problems: list[str] = []
+        self.jobs: set[str] = set()  # Jobs created here (deleted before the pods at teardown)
 
     # namespace ---------------------------------------------------------------------------------
     def create_namespace(self) -> None:
@@ -139,11 +141,16 @@ class Kube:
 
     # waits -------------------------------------------------------------------------------------
     def _observe(self, pod: Pod) -> None:
+        """Remember the pod's container ids (and, for pods a controller created, its name and uid)."""
         ids = podstate.container_ids(pod)
-        if pod.get("metadata", {}).get("name") in self.controls:
+        meta = pod.get("metadata", {})
+        if meta.get("name") in self.controls:
             self.control_ids.update(ids)
         else:
             self.seen_ids.update(ids)
+            if meta.get("uid") and meta.get("name"):
+                self.pod_uids.add(meta["uid"])
+                self.pod_names.add(meta["name"])
 
     def _explained(self, e: AssertionError, name: str) -> AssertionError:
         """``e`` with the one-line diagnosis of an unreadable runtime state in front, when it applies."""
@@ -241,16 +248,27 @@ class Kube:
     def follow_logs(self, name: str, container: str | None = None, timeout: float = 120) -> LogFollower:
         return LogFollower(self.ctx, self.ns, name, container, timeout).start()
 
-    def exec(self, name: str, argv: Sequence[str], container: str | None = None, timeout: float = T.EXEC) -> ExecResult:
-        kw: dict[str, Any] = dict(command=list(argv), stderr=True, stdin=False, stdout=True, tty=False,
-                                  _preload_content=False, _request_timeout=timeout)
+    def exec(self, name: str, argv: Sequence[str], container: str | None = None, timeout: float = T.EXEC, *,
+             stdin: str | None = None, tty: bool = False) -> ExecResult:
+        """Run ``argv`` in the container and wait for it to end. ``stdin``: written, then the stdin
+        channel is closed (the v5 stream protocol's half-close, as ``kubectl exec -i`` does); ``tty``:
+        a terminal (stderr is merged into it)."""
+        kw: dict[str, Any] = dict(command=list(argv), stderr=not tty, stdin=stdin is not None or tty, stdout=True,
+                                  tty=tty, _preload_content=False, _request_timeout=timeout)
         if container:
             kw["container"] = container
         try:
-            ws = stream(self.ctx.core.connect_get_namespaced_pod_exec, name, self.ns, **kw)
+            ws = stream(self.ctx.stream_api().connect_get_namespaced_pod_exec, name, self.ns, **kw)
         except ApiException as e:
             raise AssertionError(f"exec {list(argv)} in {self.ns}/{name}: could not connect: {_short(e)}") from None
         try:
+            if stdin is not None:
+                if ws.subprotocol != V5_CHANNEL_PROTOCOL:
+                    raise InfrastructureError(f"exec with stdin: the API server answered stream protocol "
+                                              f"{ws.subprotocol!r}, which cannot close stdin (needs {V5_CHANNEL_PROTOCOL})")
+                if stdin:
+                    ws.write_stdin(stdin)
+                ws.close_channel(0)
             ws.run_forever(timeout=timeout)
             if ws.is_open():
                 raise WaitError(f"exec {list(argv)} in {self.ns}/{name}: still running after {timeout:.0f}s")

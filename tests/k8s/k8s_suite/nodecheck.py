@@ -190,7 +190,15 @@ def teardown(kube: "Kube", keep: bool = False) -> tuple[list[str], list[str]]:
         return problems, leaks
     try:
         # the pods first, directly: the namespace controller gets to them only after it has
-        # enumerated every resource type (seconds), and the node checks below wait for them
+        # enumerated every resource type (seconds), and the node checks below wait for them; the
+        # Jobs before them, so that no Job controller replaces a deleted pod
+        for job in sorted(kube.jobs):
+            try:
+                kube.ctx.batch.delete_namespaced_job(job, kube.ns, propagation_policy="Orphan",
+                                                     _preload_content=False, _request_timeout=T.LOG_REQUEST)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
         kube.ctx.core.delete_collection_namespaced_pod(kube.ns, _preload_content=False,
                                                        _request_timeout=T.LOG_REQUEST)
         kube.ctx.core.delete_namespace(kube.ns, propagation_policy="Background", _preload_content=False,

@@ -1,0 +1,104 @@
+"""Restart one component of the local cluster in place: same argv, environment and working folder,
+a new process recorded in the same pid file (what ``systemctl restart`` does on a kind node).
+
+S41 runs it on the node through ``ClusterInfo.containerd_restart``. It is a standalone script (it
+imports nothing from ``ci``): ``python3 restart_local.py PIDFILE SOCKET LOG``. Exit 0 once the new
+process answers on SOCKET; exit 1 with one line on stderr otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STOP_TIMEOUT = 30.0  # the old process exits after SIGTERM (then SIGKILL)
+READY_TIMEOUT = 30.0  # the new process answers on its socket
+
+
+class RestartError(Exception):
+    pass
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat; None if gone or a zombie (the local provisioner's pid file format)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    return None if rest[0] in ("Z", "X") else rest[19]
+
+
+def _nul_list(path: str) -> list[bytes]:
+    return [x for x in Path(path).read_bytes().split(b"\0") if x]
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+def _wait(what: str, ok, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise RestartError(f"{what} not within {timeout:.0f}s")
+        time.sleep(0.05)  # poll interval
+
+
+def restart(pidfile: Path, sock: str, log: Path) -> str:
+    try:
+        pid_text, start = pidfile.read_text().split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError) as e:
+        raise RestartError(f"cannot read pid file {pidfile}: {e}") from None
+    if start_time(pid) != start:
+        raise RestartError(f"the process recorded in {pidfile} (pid {pid}) is not running")
+    argv, env_items = _nul_list(f"/proc/{pid}/cmdline"), _nul_list(f"/proc/{pid}/environ")
+    env = dict(kv.split(b"=", 1) for kv in env_items if b"=" in kv)
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    try:
+        _wait(f"pid {pid} exited after SIGTERM", lambda: start_time(pid) != start, STOP_TIMEOUT)
+    except RestartError:
+        os.kill(pid, signal.SIGKILL)
+        _wait(f"pid {pid} exited after SIGKILL", lambda: start_time(pid) != start, STOP_TIMEOUT)
+    with open(log, "ab") as fh:
+        fh.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} restarting (was pid {pid})\n".encode())
+        fh.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, cwd=cwd)
+    _wait(f"pid {proc.pid} started", lambda: start_time(proc.pid) is not None or proc.poll() is not None, 5)
+    pidfile.write_text(f"{proc.pid} {start_time(proc.pid) or 0}\n")
+    _wait(f"the restarted process (pid {proc.pid}) answering on {sock}",
+          lambda: proc.poll() is None and _answers(sock) or proc.poll() is not None, READY_TIMEOUT)
+    if proc.poll() is not None:
+        raise RestartError(f"the restarted process exited with {proc.returncode} (log: {log})")
+    return f"restarted pid {pid} -> {proc.pid} in {time.monotonic() - t0:.1f}s"
+
+
+def main(args: list[str]) -> int:
+    if len(args) != 3:
+        print("usage: restart_local.py PIDFILE SOCKET LOG", file=sys.stderr)
+        return 2
+    try:
+        print(restart(Path(args[0]), args[1], Path(args[2])))
+        return 0
+    except (RestartError, OSError) as e:
+        print(f"restart failed: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

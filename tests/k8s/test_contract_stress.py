@@ -1,0 +1,134 @@
+"""S41-S43: volume and restarts of the node's own services (long log lines and bursts, containerd
+restarted under a running pod, many containers ending at once). Catalogue: ``docs/CONTRACT.md``."""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from k8s_suite import manifests as m
+from k8s_suite import naming, podstate
+from k8s_suite import timeouts as T
+from k8s_suite.manifests import sh
+
+LONG_LINE = 1 << 20  # S42: one line of 1 MiB
+BURST = 100_000  # S42: short lines in one burst
+MANY = 20  # S43: pods ending at once, and concurrent execs
+CRI_BACK = 30  # S41: seconds after the restart within which exec must work again
+
+
+def test_s42_long_lines_and_bursts(kube):
+    name = kube.name("flood")
+    head, tail = f"long-{kube.token}-", f"-end-{kube.token}"
+    # `yes a | head -c 2*N | tr -d '\n'`: N bytes of 'a' with no newline (busybox has no printf padding)
+    kube.create(kube.pod("flood", sh(f"printf '%s' {head}; yes a | head -c {2 * LONG_LINE} | tr -d '\\n'; "
+                                     f"echo {tail}; seq 1 {BURST}")))
+    kube.wait_exited(name)
+    lines = kube.log_lines(name)
+    want_long = head + "a" * LONG_LINE + tail
+    assert lines and lines[0] == want_long, (
+        f"the first log line must be the {len(want_long)}-byte line: got {len(lines)} lines, the first of "
+        f"{len(lines[0]) if lines else 0} bytes ({_describe_long(lines[0] if lines else '', head, tail)})")
+    rest = lines[1:]
+    if rest != [str(i) for i in range(1, BURST + 1)]:
+        bad = next((i for i, v in enumerate(rest) if v != str(i + 1)), len(rest))
+        pytest.fail(f"after the long line, the {BURST} burst lines 1..{BURST} must follow complete and in order: got "
+                    f"{len(rest)} lines; first difference at line {bad + 1}: {rest[bad:bad + 3]!r}")
+
+
+def _describe_long(line: str, head: str, tail: str) -> str:
+    return (f"starts with the marker: {line.startswith(head)}, ends with it: {line.endswith(tail)}, "
+            f"'a' count {line.count('a')}, other bytes {len(re.sub('a', '', line)) - len(head) - len(tail)}")
+
+
+def test_s43_many_exits_and_execs_at_once(kube):
+    node = kube.info.nodes[0]
+    sync = kube.node_dir(node, "go")
+    token = kube.token
+    names = [kube.name(f"exit{i}") for i in range(MANY)]
+    # each pod waits (its own 0.05 s poll) for the go file, then all end at once, each with its own code
+    pods = [kube.pod(f"exit{i}", sh(f"echo start-{i}-{token}; while [ ! -f /go{i}/go ]; do sleep 0.05; done; "
+                                    f"echo end-{i}-{token}; exit {10 + i}"),
+                     node_name=node, grace=1, volumes=[m.hostpath_volume("go", sync, "DirectoryOrCreate")],
+                     mounts=[m.mount("go", f"/go{i}")]) for i in range(MANY)]
+    target, _, _ = kube.sleeping_pod("execs", node_name=node)
+    with ThreadPoolExecutor(MANY) as pool:
+        list(pool.map(kube.create, pods))
+        list(pool.map(kube.wait_running, names))
+        kube.write_node_file(node, f"{sync}/go", "go\n")
+        execs = list(pool.map(lambda i: kube.exec(target, ["/bin/sh", "-c", f"echo exec-{i}-{token}; "
+                                                           f"echo err-{i}-{token} >&2; exit {i + 1}"]), range(MANY)))
+        ended = list(pool.map(lambda nm: kube.wait_exited(nm, require_zero=False), names))
+    problems = []
+    for i, res in enumerate(execs):
+        if (res.stdout, res.stderr, res.exit_code) != (f"exec-{i}-{token}\n", f"err-{i}-{token}\n", i + 1):
+            problems.append(f"exec {i}: expected stdout exec-{i}, stderr err-{i}, exit {i + 1}: {res.describe()}")
+    for i, pod in enumerate(ended):
+        code = (podstate.terminated(pod) or {}).get("exitCode")
+        lines = kube.log_lines(names[i])
+        if code != 10 + i or lines != [f"start-{i}-{token}", f"end-{i}-{token}"]:
+            problems.append(f"pod {i}: expected exit {10 + i} and its two lines, got exit {code!r}, log {lines!r}: "
+                            f"{podstate.describe(pod)}")
+    assert not problems, f"{len(problems)} of {2 * MANY} exact results wrong:\n" + "\n".join(problems)
+
+
+@pytest.mark.node_wide(stage=3)
+def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
+    restart = ctx.info.containerd_restart
+    if not restart:
+        pytest.skip(f"the {ctx.info.provisioner} cluster declares no way to restart containerd (containerd_restart)")
+    name = kube.name("survivor")
+    seconds = naming.sleep_seconds(kube.token, "s41")  # an upper bound of ticks, unique to the run
+    # a counter the log must keep showing, continuously, across the restart (the same process)
+    kube.create(kube.pod("survivor", sh(f"i=0; while [ $i -lt {seconds} ]; do i=$((i+1)); echo tick-$i; sleep 0.2; "
+                                        "done"), grace=1))
+    pod = kube.wait_running(name)
+    node = kube.node_of(pod)
+    cid = podstate.container_id(podstate.container_status(pod))
+    kube.follow_logs(name, timeout=T.POD_START).wait_for_line("tick-3", T.POD_START)
+    r = ctx.node_sh(node, restart, timeout=90, ok=None)
+    evidence.append(f"containerd restart: exit {r.returncode}: {(r.stdout + r.stderr).strip()}")
+    assert r.returncode == 0, f"restarting containerd on {node} failed (exit {r.returncode}): {(r.stdout + r.stderr).strip()}"
+    print(f"containerd restarted: {r.stdout.strip()}")
+    at_restart = _last_tick(kube, name)
+    # exec works again once the kubelet reaches the new containerd (bounded retry, each attempt logged)
+    deadline, attempts = time.monotonic() + CRI_BACK, []
+    while True:
+        res = kube.exec(name, ["/bin/sh", "-c", f"echo exec-after-restart-{kube.token}"])
+        attempts.append(res.describe())
+        if res.exit_code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # retry interval while the CRI comes back
+    assert res.exit_code == 0 and res.stdout == f"exec-after-restart-{kube.token}\n", (
+        f"exec after the containerd restart ({len(attempts)} attempts within {CRI_BACK}s): " + " | ".join(attempts[-3:]))
+    deadline = time.monotonic() + T.NODE_PROCESS
+    while _last_tick(kube, name) < at_restart + 10:
+        assert time.monotonic() < deadline, (
+            f"the log stopped growing after the containerd restart: last tick {_last_tick(kube, name)}, "
+            f"{at_restart} when containerd came back")
+        time.sleep(0.25)  # poll interval until the deadline
+    lines = kube.log_lines(name)
+    assert lines == [f"tick-{i}" for i in range(1, len(lines) + 1)], (
+        f"the counter must run on without a restart or a gap: {_gaps(lines)}")
+    pod = kube.get(name)
+    cs = podstate.container_status(pod) or {}
+    assert podstate.phase(pod) == "Running" and cs.get("restartCount") == 0 and podstate.container_id(cs) == cid, (
+        f"the pod must keep running the same container (id {cid[:12] if cid else None}, no restart): "
+        f"{podstate.describe(pod)}")
+    kube.delete_pod(name)
+    kube.wait_gone(name)
+
+
+def _last_tick(kube, name: str) -> int:
+    tail = kube.ctx.logs(kube.ns, name, tail=1).strip()
+    return int(tail.split("-")[1]) if tail.startswith("tick-") else 0
+
+
+def _gaps(lines: list[str]) -> str:
+    for i, v in enumerate(lines):
+        if v != f"tick-{i + 1}":
+            return f"line {i + 1} is {v!r} (around: {lines[max(0, i - 2):i + 3]!r}), {len(lines)} lines"
+    return f"{len(lines)} lines"
