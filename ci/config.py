@@ -42,7 +42,8 @@ class Config:
     target_timeout: float = DEFAULT_TARGET_TIMEOUT
     # Cluster
     provisioner: str = "auto"  # auto | kind | local
-    runtime: str = "auto"  # auto | reaper | runc
+    runtime: str = "runc"  # reaper | runc: what will run behind the handler (``auto`` resolved by parse)
+    runtime_requested: str = "auto"  # auto | reaper | runc: what the command line or environment asked for
     cluster_name: str = "reaper-ci"
     keep_cluster: bool = False
     repeat: int = 1  # run the scenario suite this many times on one cluster (flake counting)
@@ -171,6 +172,22 @@ def parse(
     target_timeout = _seconds("--target-timeout", ns.target_timeout or _env(env, "REAPER_TARGET_TIMEOUT"), DEFAULT_TARGET_TIMEOUT)
     repeat = _count("--repeat", ns.repeat or _env(env, "REAPER_K8S_REPEAT"), 1)
     keep = ns.keep_cluster if ns.keep_cluster is not None else (_env(env, "REAPER_KEEP_CLUSTER") in ("1", "true", "yes"))
+    names = {"--runtime-class": ns.runtime_class or _env(env, "REAPER_RUNTIME_CLASS") or "reaper-v2",
+             "--cluster-name": ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci"}
+    for flag, value in names.items():  # a RuntimeClass/handler and a kind cluster are DNS labels
+        if not _DNS_LABEL.fullmatch(value):
+            raise UsageError(f"{prog}: {flag} {value!r}: must be a DNS label (lowercase letters, digits and '-', "
+                             "starting and ending with a letter or digit, at most 63 characters)")
+    for flag, value in (("--shim-binary", ns.shim_binary or _env(env, "REAPER_SHIM_BINARY")),
+                        ("--runtime-binary", ns.runtime_binary or _env(env, "REAPER_RUNTIME_BINARY"))):
+        if value is not None and (not value or "/" in value):
+            raise UsageError(f"{prog}: {flag} {value!r}: must be the name of a binary the workspace builds (no '/')")
+    requested = ns.runtime or _env(env, "REAPER_RUNTIME") or "auto"
+    if requested not in ("auto", "reaper", "runc"):
+        raise UsageError(f"{prog}: REAPER_RUNTIME={requested!r}: expected auto, reaper or runc")
+    if requested == "reaper" and source is None:
+        raise UsageError(f"{prog}: --runtime reaper needs a Cargo workspace: --source PATH (or REAPER_SOURCE), or run "
+                         "it in the workspace")
     return Config(
         source=source,
         artifacts=artifacts,
@@ -178,7 +195,8 @@ def parse(
         lint=not no_lint,
         target_timeout=target_timeout,
         provisioner=ns.provisioner or _env(env, "REAPER_PROVISIONER") or "auto",
-        runtime=ns.runtime or _env(env, "REAPER_RUNTIME") or "auto",
+        runtime=requested if requested != "auto" else ("reaper" if source else "runc"),
+        runtime_requested=requested,
         cluster_name=ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci",
         keep_cluster=bool(keep),
         repeat=repeat,
@@ -198,6 +216,9 @@ def parse(
         ci=_env(env, "CI") in ("1", "true", "True"),
         github_actions=_env(env, "GITHUB_ACTIONS") == "true",
     )
+
+
+_DNS_LABEL = __import__("re").compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _truthy(raw: str | None) -> bool:

@@ -19,7 +19,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 

@@ -51,18 +51,6 @@ def tool(name: str, *bake_args: str, extra_path: Iterable[Path] = (), **bake_kw)
     return cmd
 
 
-class Tee:
-    """A writable that copies every chunk to several streams (console + log file)."""
-
-    def __init__(self, *streams: TextIO):
-        self.streams = streams
-
-    def __call__(self, chunk: str) -> None:
-        for s in self.streams:
-            s.write(chunk)
-            s.flush()
-
-
 def run(
     cmd: sh.Command,
     *args: str,
@@ -80,7 +68,6 @@ def run(
     timeout raises CIError naming the step; the full output is in ``log``.
     """
     captured: list[str] = []
-    streams: list = [captured.append]
     fh = None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-CLUSTER_INFO_ENV = "REAPER_CI_CLUSTER_INFO"
+from ci.contract import CLUSTER_INFO_ENV  # noqa: E402  (re-exported: the provisioners' side)
 
 
 @dataclass(frozen=True)

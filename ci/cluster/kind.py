@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ci import console
-from ci.cluster import runtime as rt
+from ci.cluster import runtime as rt, verify
 from ci.cluster.base import ClusterInfo, Provisioner, info_path
 from ci.cluster.kind_config import (  # noqa: F401  (re-exported: the kind path's names in one place)
     API_SAVE_PLATFORM, CI_LOG_DIR, CONFIG_MARKER, CONTAINERD_DROPIN, CRI_BASE_SPEC, CRI_PLUGINS, JOURNAL_UNIT,
@@ -32,12 +32,13 @@ from ci.cluster.kind_config import (  # noqa: F401  (re-exported: the kind path'
     config_digest, containerd_dropin, cri_ready, effective_handler, handler_entry, journal_unit, nodes_ready,
     reaper_node_env, render_config, target_triple,
 )
-from ci.cluster.kind_run import Result, Runner, RunnerNode, ShRunner  # noqa: F401
+from ci.cluster.kind_run import Result, Runner, RunnerNode, ShRunner  # noqa: F401  (re-exported for the tests)
 from ci.config import Config
-from ci.errors import CIError, SetupError, ToolMissing
+from ci.errors import CIError, RuntimeFailure, SetupError, SmokeFailed, ToolMissing
+from ci.wait import until
 
-SMOKE_POD = "reaper-ci-smoke"
-SMOKE_TEXT = "reaper-ci-smoke-ok"
+SMOKE_POD = verify.SMOKE_POD
+SMOKE_TEXT = verify.SMOKE_TEXT
 HOST_BUSYBOX = Path("/bin/busybox")
 IMAGE_ARCHIVE = "image.tar"  # under the state folder: the single-platform archive `kind load image-archive` reads
 
@@ -49,6 +50,7 @@ class Timeouts:
     BUILD = 3600  # cargo build of shim + runtime for the musl target
     NODE_READY = 240
     SMOKE_POD = 120
+    SMOKE_PHASE = 10  # after the smoke container's clean exit, for the pod to turn Succeeded
     COMMAND = 120  # any other single command
     POLL = 1.0  # interval between two looks at a condition
 
@@ -61,7 +63,8 @@ class KindProvisioner(Provisioner):
     name = "kind"
 
     def __init__(self, cfg: Config, runner: Runner | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 api: Callable[[str], verify.Api] = verify.Verifier):
         self.cfg = cfg
         self.dir = Path(cfg.state_dir) / "kind" / cfg.cluster_name
         self.kubeconfig = self.dir / "kubeconfig"
@@ -71,6 +74,15 @@ class KindProvisioner(Provisioner):
         self.sleep = sleep
         self.clock = clock
         self.access = RunnerNode(self.run)
+        self._api_factory = api
+        self._api: verify.Api | None = None
+
+    @property
+    def api(self) -> verify.Api:
+        """The cluster's API (:mod:`ci.cluster.verify`) through the kubeconfig kind wrote."""
+        if self._api is None:
+            self._api = self._api_factory(str(self.kubeconfig))
+        return self._api
 
     # ---------------------------------------------------------------- prerequisites
 
@@ -122,11 +134,11 @@ class KindProvisioner(Provisioner):
                 self.run(["docker", "exec", n, "crictl", "info"], check=False, timeout=Timeouts.COMMAND, stderr=False).out),
                 Timeouts.NODE_READY)
 
-        self._wait("nodes Ready", lambda: nodes_ready(self.kubectl("get", "nodes", "-o", "json", check=False, stderr=False).out), Timeouts.NODE_READY)
+        self._wait("nodes Ready", lambda: self.api.nodes_ready(tuple(nodes)), Timeouts.NODE_READY)
         # a fresh cluster admits no pod before the service account controller made `default`
         # (reaper's own scripts/lib/test-phases.sh waits for it too)
-        self._wait("the default ServiceAccount in namespace default", self._default_service_account, Timeouts.NODE_READY)
-        self._apply_runtime_class()
+        self._wait("the default ServiceAccount in namespace default", self.api.default_service_account, Timeouts.NODE_READY)
+        self.api.apply_runtime_class(cfg.runtime_class)
         self._load_image(nodes, machine)
         info = ClusterInfo(
             provisioner="kind",
@@ -148,7 +160,7 @@ class KindProvisioner(Provisioner):
             runtime_binary=cfg.runtime_binary if runtime == "reaper" else "runc",
             containerd_restart="systemctl restart containerd",  # kind nodes run containerd as a systemd unit
         )
-        self._smoke(info)
+        verify.smoke(self.api, info, self._wait, timeout=Timeouts.SMOKE_POD, phase_timeout=Timeouts.SMOKE_PHASE, clock=self.clock)
         info.save(info_path(cfg.state_dir))
         return info
 
@@ -216,13 +228,6 @@ class KindProvisioner(Provisioner):
             raise SetupError(f"containerd on kind node {node}: handler {self.cfg.runtime_class} has runtime_type "
                              f"{entry.get('runtime_type')!r}, want {runtime_type!r}")
 
-    def _default_service_account(self) -> bool | str:
-        r = self.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False, stderr=False)
-        return True if r.returncode == 0 and "serviceaccount/default" in r.out else f"exit {r.returncode}: {r.out.strip()[-150:] or 'not there yet'}"
-
-    def kubectl(self, *args: str, check: bool = True, timeout: float = Timeouts.COMMAND, stderr: bool = True) -> Result:
-        return self.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], check=check, timeout=timeout, stderr=stderr)
-
     # ---------------------------------------------------------------- runtime
 
     def _build(self, triple: str) -> tuple[Path, Path]:
@@ -278,14 +283,6 @@ class KindProvisioner(Provisioner):
             self.run(["docker", "exec", node, "systemctl", "daemon-reload"], timeout=Timeouts.COMMAND)
             rt.restart_containerd(self.access, node)
 
-    def _apply_runtime_class(self) -> None:
-        manifest = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                    "metadata": {"name": self.cfg.runtime_class, "labels": {"app.kubernetes.io/managed-by": "reaper-ci"}},
-                    "handler": self.cfg.runtime_class}
-        path = self.dir / "runtimeclass.json"
-        path.write_text(json.dumps(manifest, indent=2) + "\n")
-        self.kubectl("apply", "-f", str(path))
-
     # ---------------------------------------------------------------- image
 
     def _load_image(self, nodes: Sequence[str], machine: str) -> None:
@@ -293,74 +290,17 @@ class KindProvisioner(Provisioner):
 
         kind_image.load_image(self.run, self.cfg, self.dir / IMAGE_ARCHIVE, nodes, machine, HOST_BUSYBOX, Timeouts.COMMAND, Timeouts.CREATE)
 
-    # ---------------------------------------------------------------- smoke
-
-    def _smoke(self, info: ClusterInfo) -> None:
-        """A pod on the handler must run its container to a clean exit and its output read back
-        (same verdict as the local path: :func:`ci.cluster.local.smoke_verdict`)."""
-        from ci.cluster.local import smoke_verdict
-
-        self.kubectl("delete", "pod", SMOKE_POD, "-n", "default", "--ignore-not-found", "--wait=true", "--grace-period=0", "--force")
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": SMOKE_POD, "namespace": "default", "labels": {"app.kubernetes.io/managed-by": "reaper-ci"}},
-            "spec": {
-                "runtimeClassName": info.runtime_class, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
-                "automountServiceAccountToken": False,
-                "containers": [{"name": "smoke", "image": info.image, "imagePullPolicy": "Never",
-                                "command": ["/bin/sh", "-c", f"echo {SMOKE_TEXT}"]}],
-            },
-        }
-        path = self.dir / "smoke-pod.json"
-        path.write_text(json.dumps(pod, indent=2) + "\n")
-        self.kubectl("apply", "-f", str(path))
-        started = self.clock()
-
-        def probe() -> bool | str:
-            r = self.kubectl("get", "pod", SMOKE_POD, "-n", "default", "-o", "json", check=False, stderr=False)
-            if r.returncode != 0:
-                return f"kubectl get pod: exit {r.returncode} {r.out.strip()[-150:]}"
-            try:
-                status = json.loads(r.out).get("status", {})
-            except (json.JSONDecodeError, AttributeError):
-                return f"unreadable answer: {r.out.strip()[:200]!r}"
-            return smoke_verdict(status, info.runtime_class, info.runtime)
-
-        try:
-            self._wait(f"smoke pod on RuntimeClass {info.runtime_class} to run to completion", probe, Timeouts.SMOKE_POD)
-        except SetupError as e:
-            ev = self.kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={SMOKE_POD}", "-o", "json",
-                              check=False, stderr=False)
-            try:
-                msgs = [f"{x.get('reason')}: {x.get('message')}" for x in json.loads(ev.out).get("items", [])]
-            except (json.JSONDecodeError, AttributeError):
-                msgs = [ev.out.strip()[-300:]]
-            raise SetupError(f"{e}; events: {' | '.join(msgs)[-600:]}") from None
-        logs = self.kubectl("logs", "-n", "default", SMOKE_POD, check=False)
-        if SMOKE_TEXT not in logs.out:
-            raise SetupError(f"smoke pod's container exited 0 but its log reads {logs.out.strip()[:200]!r} (want {SMOKE_TEXT!r})")
-        console.info(f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): exited 0 in {self.clock() - started:.1f}s, output read back")
-        self.kubectl("delete", "pod", SMOKE_POD, "-n", "default", "--wait=false", check=False)
 
     def _wait(self, what: str, probe: Callable[[], object], timeout: float) -> None:
-        """Poll ``probe`` (True = done, anything else = the state seen) until ``timeout``."""
-        deadline = self.clock() + timeout
-        last: object = "not looked at yet"
-        while True:
-            last = probe()
-            if last is True:
-                return
-            if self.clock() >= deadline:
-                raise SetupError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {str(last)[:400]}")
-            self.sleep(Timeouts.POLL)
+        until(what, probe, timeout, poll=Timeouts.POLL, definite=(RuntimeFailure, SmokeFailed), clock=self.clock,
+              sleep=self.sleep)
 
     # ---------------------------------------------------------------- down, status, logs
 
     def down(self) -> None:
         name = self.cfg.cluster_name
         self.run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(self.kubeconfig)], timeout=Timeouts.COMMAND)
-        for p in (self.kubeconfig, self.dir / "kind-config.yaml", self.dir / "runtimeclass.json", self.dir / "smoke-pod.json",
-                  self.dir / IMAGE_ARCHIVE, self.dir / "busybox.tar", self.bin / "kubectl"):
+        for p in (self.kubeconfig, self.dir / "kind-config.yaml", self.dir / IMAGE_ARCHIVE, self.dir / "busybox.tar", self.bin / "kubectl"):
             p.unlink(missing_ok=True)
         info = info_path(self.cfg.state_dir)
         try:
@@ -381,9 +321,11 @@ class KindProvisioner(Provisioner):
             return f"kind cluster {name}: not running"
         try:
             nodes = self._nodes()
-            ready = nodes_ready(self.kubectl("get", "nodes", "-o", "json", check=False, stderr=False).out) if self.kubeconfig.is_file() else "no kubeconfig"
+            ready = self.api.nodes_ready(tuple(nodes)) if self.kubeconfig.is_file() else "no kubeconfig"
         except CIError as e:
             return f"kind cluster {name}: exists, state unknown ({e})"
+        except Exception as e:  # noqa: BLE001 - status reports, never fails
+            ready = f"API unreachable ({type(e).__name__})"
         return (f"kind cluster {name}: nodes {', '.join(nodes)}; Ready: {'yes' if ready is True else ready}; "
                 f"kubeconfig {self.kubeconfig}")
 

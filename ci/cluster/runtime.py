@@ -24,7 +24,8 @@ RUNC_SHIM = "containerd-shim-runc-v2"
 
 
 def resolve(cfg: Config) -> str:
-    """``auto`` -> reaper when a Cargo workspace is given, else runc."""
+    """``auto`` -> reaper when a Cargo workspace is given, else runc (:func:`ci.config.parse` has
+    already done this for a parsed Config; kept for Configs made by hand)."""
     if cfg.runtime == "auto":
         return "reaper" if cfg.source else "runc"
     if cfg.runtime == "reaper" and cfg.source is None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ci import config as config_mod
 from ci import console
-from ci.errors import CIError
+from ci.contract import EXIT_PRODUCT_FAILURE, EXIT_SETUP
+from ci.errors import CIError, SetupError
 from ci.phases import k8s, phase1
 
 
@@ -18,8 +19,11 @@ def main(argv: list[str]) -> int:
     for name, fn in (("phase1", lambda: phase1.run(cfg.with_(pytest_args=()))), ("k8s", lambda: k8s.run(cfg))):
         try:
             results[name] = int(fn() or 0)
+        except SetupError as e:  # infrastructure, by type (the message carries its own prefix)
+            console.error(f"{name}: {e}")
+            results[name] = EXIT_SETUP
         except CIError as e:
             console.error(f"{name}: {e}")
-            results[name] = k8s.EXIT_SETUP if name == "k8s" and "setup error" in str(e) else 1
+            results[name] = EXIT_PRODUCT_FAILURE
     console.info("ci: " + ", ".join(f"{n} {'passed' if rc == 0 else f'FAILED (exit {rc})'}" for n, rc in results.items()))
     return max(results.values())

@@ -15,16 +15,16 @@ from ci import console
 from ci.cluster import get_provisioner
 from ci.cluster.base import info_path
 from ci.config import Config
+from ci.contract import EXIT_SETUP
 from ci.errors import CIError, RuntimeFailure, SetupError, UsageError
 
-EXIT_SETUP = 3
 
 
 def check_runtime_choice(cfg: Config, prog: str = "k8s") -> None:
     """Under CI=true, ``--runtime auto`` that would fall back to runc (no Cargo workspace found) is
     an error, before anything is created: a green job must not have tested the reference runtime
     when nobody asked for it (Phase 1 fails the same way without a workspace)."""
-    if cfg.ci and cfg.runtime == "auto" and cfg.source is None:
+    if cfg.ci and cfg.runtime_requested == "auto" and cfg.source is None:
         raise UsageError(f"{prog}: CI=true and --runtime auto found no Cargo workspace (no --source or REAPER_SOURCE, "
                          f"no Cargo.toml in the current folder), so it would test runc only; pass --source PATH "
                          f"--runtime reaper, or --runtime runc to test the reference runtime on purpose")

@@ -34,7 +34,7 @@ from ci import cargo as cargo_mod
 from ci import config as config_mod
 from ci import console, junit_report
 from ci.cargo_libtest import TargetResult, write_shims
-from ci.config import REPO_ROOT, Config
+from ci.config import DEFAULT_REQUIRED_TARGETS, REPO_ROOT, Config
 from ci.errors import CIError, UsageError
 from ci.tools import run as run_tool
 from ci.tools import tool, which
@@ -87,6 +87,20 @@ def run(cfg: Config) -> int:
     console.info(f"phase1: workspace {cfg.source}; artifacts in {cfg.artifacts}")
     steps: list[cargo_mod.Step] = []
 
+    # the targets first (cargo metadata --no-deps answers at once): a target named on the command
+    # line that the workspace does not have is a usage error before anything slow starts
+    with console.phase("Phase 1: discover cargo test targets (cargo metadata)"):
+        ws = cargo_mod.discover(cargo, cfg.source, log=log)
+        missing = cargo_mod.missing_required(ws.targets, cfg.required_targets)
+        console.info(f"{len(ws.targets)} target(s): {', '.join(t.id for t in ws.targets) or 'none'}")
+        if missing and tuple(cfg.required_targets) != tuple(DEFAULT_REQUIRED_TARGETS):
+            raise UsageError(f"phase1: --required-targets names target(s) the workspace {cfg.source} does not have: "
+                             f"{', '.join(missing)} (it has: {', '.join(t.id for t in ws.targets) or 'none'})")
+        if missing:
+            console.info(console.paint(f"required cargo test target(s) missing: {', '.join(missing)} "
+                                       f"(required: {', '.join(cfg.required_targets)}; see --required-targets); "
+                                       "the other targets still run", "failed"))
+
     if cfg.lint:
         with console.phase("Phase 1: cargo fmt --check, cargo clippy -D warnings"):
             for s in cargo_mod.lint(cargo, cfg.source, log=log):
@@ -94,15 +108,6 @@ def run(cfg: Config) -> int:
                 _say_step(s)
     else:
         console.info("phase1: --no-lint: cargo fmt and clippy skipped")
-
-    with console.phase("Phase 1: discover cargo test targets (cargo metadata)"):
-        ws = cargo_mod.discover(cargo, cfg.source, log=log)
-        missing = cargo_mod.missing_required(ws.targets, cfg.required_targets)
-        console.info(f"{len(ws.targets)} target(s): {', '.join(t.id for t in ws.targets) or 'none'}")
-        if missing:
-            console.info(console.paint(f"required cargo test target(s) missing: {', '.join(missing)} "
-                                       f"(required: {', '.join(cfg.required_targets)}; see --required-targets); "
-                                       "the other targets still run", "failed"))
 
     with console.phase("Phase 1: build every test target once (cargo test --no-run)"):
         build, _ = cargo_mod.build_tests(cargo, cfg.source, ws.targets, log=log)

@@ -11,7 +11,7 @@ runs pytest on ``tests/k8s`` in a subprocess with
   (``-k s11``, ``-x``).
 
 Exit: 0 all passed, 1 scenario failures. A cluster the suite cannot use (the suite exits with
-``SETUP_EXIT``) is a :class:`SetupError`; no scenario collected (pytest exit 5), an interrupted
+``SUITE_EXIT_SETUP``) is a :class:`SetupError`; no scenario collected (pytest exit 5), an interrupted
 run, a usage or internal error of pytest are :class:`CIError` - never a pass.
 """
 
@@ -26,19 +26,16 @@ from pathlib import Path
 from typing import Sequence
 
 from ci import console
-from ci.cluster.base import CLUSTER_INFO_ENV
+from ci.contract import (ARTIFACTS_ENV, CLUSTER_INFO_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE,
+                         SUITE_EXIT_SETUP, VERDICT_FILE)
 from ci.config import REPO_ROOT, Config
 from ci.errors import CIError, SetupError, UsageError
 
 SUITE = REPO_ROOT / "tests" / "k8s"
-RUN_TOKEN_ENV = "REAPER_CI_RUN_TOKEN"
 WORKERS_ENV = "REAPER_CI_K8S_WORKERS"
 # The scenarios mostly wait on the cluster, not on this machine's CPUs: 4 workers ran the whole suite
 # (runc, local cluster, 2 cores) in 27 s, against 36 s with 2 (= "auto" there) and 52 s one by one.
 DEFAULT_WORKERS = "4"
-SETUP_EXIT = 8  # the suite's exit code for "this cluster cannot run scenarios" (pytest uses 0-5)
-SETUP_ERROR_FILE = "setup-error.txt"  # in the run folder: the suite's one-line reason
-VERDICT_FILE = "verdict.json"  # in the run folder: scenario names by verdict (passed/failed/infrastructure/...)
 JUNIT_NAME = "k8s-junit.xml"
 LOG_NAME = "k8s-scenarios.log"
 
@@ -88,7 +85,7 @@ def verdict(rc: int, setup_line: str | None, junit: Path, doc: dict | None = Non
             console.error(f"also {len(infra)} infrastructure error(s), not counted as product failures: "
                           + ", ".join(infra))
         return 1
-    if rc == SETUP_EXIT:
+    if rc == SUITE_EXIT_SETUP:
         raise SetupError(f"setup error (not a product failure): {(setup_line or 'the cluster cannot run scenarios').strip()}")
     if rc == 5:
         raise CIError("scenario suite: no scenario was collected/selected (pytest exit 5): that is an error, not a pass")
@@ -123,7 +120,7 @@ def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
     artifacts.mkdir(parents=True, exist_ok=True)
     junit = artifacts / JUNIT_NAME
     token = token or os.environ.get(RUN_TOKEN_ENV) or new_token()
-    env = {CLUSTER_INFO_ENV: str(Path(info_path).resolve()), "CI_ARTIFACTS_DIR": str(artifacts),
+    env = {CLUSTER_INFO_ENV: str(Path(info_path).resolve()), ARTIFACTS_ENV: str(artifacts),
            RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1"}
     argv = ["-m", "pytest", *pytest_argv(cfg.pytest_args, junit, os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)]
     console.info(f"scenario suite: run token {token}; pytest {' '.join(argv[2:])}")
@@ -132,7 +129,7 @@ def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
                       ok_code=range(256), what="pytest tests/k8s")
     rc = int(result.exit_code)
     seconds = time.monotonic() - started
-    run_dir = artifacts / "k8s-run" / token
+    run_dir = artifacts / RUN_DIR / token
     doc_text = _read(run_dir / VERDICT_FILE)
     console.info(f"scenario suite: pytest exit {rc} after {seconds:.1f}s; JUnit {junit}")
     return Once(token, rc, json.loads(doc_text) if doc_text else None, _read(run_dir / SETUP_ERROR_FILE), junit, seconds)
@@ -156,7 +153,7 @@ def run_repeated(cfg: Config, info_path: Path) -> int:
         with console.phase(f"Phase 4: scenario suite, run {i} of {times}"):
             once = _run_once(sub, info_path, new_token())
         runs.append(once)
-        if once.rc == SETUP_EXIT:  # the cluster cannot run scenarios at all: report, then raise the setup error
+        if once.rc == SUITE_EXIT_SETUP:  # the cluster cannot run scenarios at all: report, then raise the setup error
             _repeat_report(cfg, runs, times)
             return verdict(once.rc, once.setup_line, once.junit, once.doc)
         try:
@@ -217,16 +214,3 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def main(argv: list[str]) -> int:
-    """``python -m ci scenarios [pytest args]``: Phase 4 alone, against the cluster already up."""
-    from ci import config as config_mod
-    from ci.cluster.base import find_cluster_info
-
-    cfg = config_mod.parse(argv, prog="scenarios")
-    path = find_cluster_info(cfg.state_dir)
-    if path is None:
-        raise SetupError(f"no cluster: {CLUSTER_INFO_ENV} is not set and {cfg.state_dir / 'cluster.json'} does not "
-                         "exist (`nox -s cluster -- up` first)")
-    return run(cfg, path)

@@ -3,7 +3,7 @@
 The suite reads only the ClusterInfo JSON (``$REAPER_CI_CLUSTER_INFO``, else
 ``/var/lib/reaper-ci/cluster.json``). A missing or unreadable file, an API server that does not
 answer, a node that is not Ready, a missing RuntimeClass or a node that cannot be reached end the
-run at once with one line (exit code ``SETUP_EXIT``), not with a traceback per scenario.
+run at once with one line (exit code ``SUITE_EXIT_SETUP``), not with a traceback per scenario.
 
 Run token: ``$REAPER_CI_RUN_TOKEN`` (set by ``ci/phases/scenarios.py``) or a fresh one; it is in
 every namespace, pod, node path and process marker. The run folder is
@@ -36,7 +36,7 @@ if str(HERE) not in sys.path:
 
 from ci import console  # noqa: E402
 from ci.cluster.base import CLUSTER_INFO_ENV, ClusterInfo, find_cluster_info  # noqa: E402
-from ci.phases.scenarios import RUN_TOKEN_ENV, SETUP_ERROR_FILE, SETUP_EXIT, VERDICT_FILE  # noqa: E402
+from ci.contract import ARTIFACTS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE, SUITE_EXIT_SETUP, VERDICT_FILE  # noqa: E402
 from k8s_suite import naming, nodeproc, runstate  # noqa: E402
 from k8s_suite import timeouts as T  # noqa: E402
 
@@ -59,7 +59,7 @@ _STATE: dict = {}
 
 
 def _artifacts() -> Path:
-    return Path(os.environ.get("CI_ARTIFACTS_DIR") or "artifacts").resolve()
+    return Path(os.environ.get(ARTIFACTS_ENV) or "artifacts").resolve()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -77,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
         token = naming.new_token()
         os.environ[RUN_TOKEN_ENV] = token  # xdist workers start later and inherit it
     naming.check_token(token)
-    config.stash[RUN_KEY] = runstate.RunDir(_artifacts() / "k8s-run" / token).ensure()
+    config.stash[RUN_KEY] = runstate.RunDir(_artifacts() / RUN_DIR / token).ensure()
     config.stash[OUTCOMES_KEY] = {}
     config.stash[INFO_KEY] = _load_info()
 
@@ -101,7 +101,7 @@ def _setup_exit(config: pytest.Config, message: str) -> None:
         config.stash[RUN_KEY].write(SETUP_ERROR_FILE, line + "\n")
     except OSError:
         pass
-    pytest.exit(line, returncode=SETUP_EXIT)
+    pytest.exit(line, returncode=SUITE_EXIT_SETUP)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -208,7 +208,7 @@ def ctx(pytestconfig):
 
     info = pytestconfig.stash[INFO_KEY]
     if not isinstance(info, ClusterInfo):
-        pytest.exit(f"setup error: {info}", returncode=SETUP_EXIT)
+        pytest.exit(f"setup error: {info}", returncode=SUITE_EXIT_SETUP)
     api = connect(info)
     context = RunContext(info=info, api=api, node=info.node_access_impl(), token=os.environ[RUN_TOKEN_ENV],
                          run=pytestconfig.stash[RUN_KEY], artifacts=_artifacts())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ci.cluster import kind as kind_mod
+from ci.cluster import kind as kind_mod, verify
 from ci.cluster.kind import Result
 from ci.config import parse
 from ci.errors import SetupError
@@ -35,6 +35,65 @@ def dump_v3(handler: str, runtime_type: str) -> str:
     """The shape of `containerd config dump` on containerd 2.x (config version 3, CRI runtime plugin)."""
     return (f"version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n  runtime_type = 'io.containerd.runc.v2'\n"
             f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{handler}]\n  runtime_type = '{runtime_type}'\n")
+
+
+class FakeApi:
+    """The cluster's API (:class:`ci.cluster.verify.Api`) answered from the runner's rule table, each
+    call recorded in the runner's sequence as ``api <verb> <what>`` (so one list pins the order of
+    commands and API calls). Answers: ``api get nodes`` (nodes JSON), ``api get serviceaccount``
+    (exit 0 = there), ``api get pod`` (the pod JSON, once created), ``api logs``."""
+
+    def __init__(self, runner: "FakeRunner"):
+        self.run = runner
+        self.created = False
+
+    def __call__(self, kubeconfig: str) -> "FakeApi":  # the provisioner's factory
+        return self
+
+    def _ask(self, *argv: str, input: str | None = None):
+        return self.run(["api", *argv], check=False, input=input)
+
+    def readyz(self):
+        return self._ask("get", "/readyz").returncode == 0
+
+    def nodes_ready(self, names=()):
+        return verify.nodes_verdict(json.loads(self._ask("get", "nodes").out or '{"items": []}').get("items", []), names)
+
+    def default_service_account(self):
+        r = self._ask("get", "serviceaccount", "default/default")
+        return True if r.returncode == 0 else f"HTTP 404: {r.out.strip()}"
+
+    def apply_runtime_class(self, name):
+        self._ask("apply", "runtimeclass", name, input=json.dumps({"kind": "RuntimeClass", "metadata": {"name": name},
+                                                                    "handler": name}))
+
+    def runtime_class(self, name):
+        return True
+
+    def pod_status(self, ns, name):
+        if not self.created:
+            self._ask("get", "pod", f"{ns}/{name}", "--absent")
+            return None
+        out = self._ask("get", "pod", f"{ns}/{name}").out
+        try:
+            return json.loads(out).get("status", {})
+        except json.JSONDecodeError:
+            raise ValueError(f"unreadable answer: {out.strip()[:200]!r}") from None
+
+    def create_pod(self, manifest):
+        self.created = True
+        self._ask("create", "pod", f"{manifest['metadata']['namespace']}/{manifest['metadata']['name']}",
+                  input=json.dumps(manifest))
+
+    def delete_pod(self, ns, name, *, now=False):
+        self._ask("delete", "pod", f"{ns}/{name}", *(["--now"] if now else []))
+        self.created = False
+
+    def pod_log(self, ns, name):
+        return self._ask("logs", f"{ns}/{name}").out
+
+    def events(self, ns, name):
+        return self._ask("events", f"{ns}/{name}").out.splitlines()
 
 
 class FakeRunner:
@@ -87,11 +146,9 @@ def _fresh_cluster_rules(tmp_path: Path, marker: str | None = None, clusters: st
         (("cargo", "metadata"), Result(0, json.dumps({"target_directory": str(target)}))),
         (("docker", "exec", NODE, "crictl", "info"), Result(0, CRI_READY)),
         (("docker", "version"), Result(0, DOCKER_28_API)),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, READY)),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "serviceaccount"),
-         Result(0, "serviceaccount/default\n")),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "pod"), Result(0, SUCCEEDED)),
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "logs"), Result(0, kind_mod.SMOKE_TEXT + "\n")),
+        (("api", "get", "nodes"), Result(0, READY)),
+        (("api", "get", "pod"), Result(0, SUCCEEDED)),
+        (("api", "logs"), Result(0, kind_mod.SMOKE_TEXT + "\n")),
     ]
 
 
@@ -127,6 +184,13 @@ def fast() -> dict:
     """``sleep``/``clock`` keywords for KindProvisioner: fake time (see :class:`FakeClock`)."""
     c = FakeClock()
     return {"sleep": c.sleep, "clock": c}
+
+
+def kind(cfg, runner: "FakeRunner", **kw):
+    """A KindProvisioner on the fake runner and its fake API (fake time unless ``sleep``/``clock`` given)."""
+    from ci.cluster.kind import KindProvisioner
+
+    return KindProvisioner(cfg, runner=runner, api=FakeApi(runner), **({**fast(), **kw}))
 
 
 def created_node_sequence(d: str, kc: str) -> list[str]:

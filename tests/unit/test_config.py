@@ -148,3 +148,31 @@ def test_builds_land_atomically(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".partial-*")), "a failed build must leave nothing"
     k8s_build._atomically(out, lambda folder: (folder / "ctr").write_text("ok"))
     assert (out / "ctr").read_text() == "ok" and not list(tmp_path.glob(".partial-*"))
+
+
+# --- bad input fails at parse, before anything is started (one line, exit 2) -------------------------
+
+def test_runtime_reaper_without_a_workspace_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--runtime reaper needs a Cargo workspace"):
+        config.parse(["--runtime", "reaper"], {}, cwd=tmp_path, prog="k8s")
+    with pytest.raises(UsageError, match="REAPER_RUNTIME='gvisor'"):
+        parse([], {"REAPER_RUNTIME": "gvisor"}, cwd=tmp_path)
+
+
+def test_runtime_auto_is_resolved_at_parse(ws, tmp_path):
+    assert parse([], {}, cwd=tmp_path).runtime == "runc"
+    cfg = parse(["--source", str(ws)], {}, cwd=tmp_path)
+    assert (cfg.runtime, cfg.runtime_requested) == ("reaper", "auto")
+
+
+@pytest.mark.parametrize("flag, value", [("--runtime-class", "Reaper_V2"), ("--runtime-class", "x-"),
+                                         ("--cluster-name", "has space"), ("--cluster-name", "a" * 64)])
+def test_names_that_kubernetes_or_kind_would_refuse_are_usage_errors(flag, value, tmp_path):
+    with pytest.raises(UsageError, match=f"{flag} .*must be a DNS label"):
+        parse([flag, value], {}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--shim-binary", "--runtime-binary"])
+def test_binary_names_are_names_not_paths(flag, tmp_path):
+    with pytest.raises(UsageError, match=f"{flag} 'target/release/x'"):
+        parse([flag, "target/release/x"], {}, cwd=tmp_path)

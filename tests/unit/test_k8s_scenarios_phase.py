@@ -33,7 +33,7 @@ def test_verdicts(tmp_path):
     assert sc.verdict(0, None, j) == 0
     assert sc.verdict(1, None, j) == 1
     with pytest.raises(SetupError, match="not a product failure.*API server"):
-        sc.verdict(sc.SETUP_EXIT, "setup error: the API server at x does not answer\n", j)
+        sc.verdict(sc.SUITE_EXIT_SETUP, "setup error: the API server at x does not answer\n", j)
     with pytest.raises(CIError, match="no scenario was collected"):
         sc.verdict(5, None, j)
     with pytest.raises(CIError, match="interrupted"):
@@ -135,7 +135,7 @@ def test_repeat_stops_at_a_setup_error(tmp_path, monkeypatch):
 
     def fake_once(sub, info, token):
         calls.append(token)
-        return sc.Once(token, sc.SETUP_EXIT, None, "setup error: API server gone", sc.Path("j"), 1.0)
+        return sc.Once(token, sc.SUITE_EXIT_SETUP, None, "setup error: API server gone", sc.Path("j"), 1.0)
 
     monkeypatch.setattr(sc, "_run_once", fake_once)
     with pytest.raises(SetupError, match="API server gone"):

@@ -26,7 +26,7 @@ from ci.config import DEFAULT_KIND_NODE_IMAGE, parse
 from ci.errors import SetupError, ToolMissing
 
 from _kind_fake import (  # noqa: E402
-    KUBECONFIG, NODE, NOT_READY, FakeRunner, _built, _cfg, _fresh_cluster_rules, created_node_sequence,
+    FakeApi, KUBECONFIG, NODE, NOT_READY, FakeRunner, _built, _cfg, _fresh_cluster_rules, created_node_sequence,
     _workspace, dump_v2, dump_v3, fast,
 )
 
@@ -229,7 +229,7 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     _built(tmp_path)
     cfg = _cfg(tmp_path, "--source", str(src), "--runtime", "reaper")
     runner = FakeRunner(_fresh_cluster_rules(tmp_path))
-    info = KindProvisioner(cfg, runner=runner, **fast()).up()
+    info = KindProvisioner(cfg, runner=runner, api=FakeApi(runner), **fast()).up()
 
     kc = "<tmp>/state/kind/reaper-ci/kubeconfig"
     d = "<tmp>/state/kind/reaper-ci"
@@ -254,19 +254,20 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
         f"docker exec -i {NODE} ctr version",
         f"docker exec {NODE} containerd config dump",
         f"docker exec {NODE} crictl info",
-        f"kubectl --kubeconfig {kc} get nodes -o json",
-        f"kubectl --kubeconfig {kc} get serviceaccount default -n default -o name",
-        f"kubectl --kubeconfig {kc} apply -f {d}/runtimeclass.json",
+        "api get nodes",
+        "api get serviceaccount default/default",
+        "api apply runtimeclass reaper-v2",
         "docker image inspect --format {{.Id}} docker.io/library/busybox:reaper-ci",
         "docker version --format {{.Client.APIVersion}} {{.Server.APIVersion}}",
         f"docker save --platform linux/amd64 -o {d}/image.tar docker.io/library/busybox:reaper-ci",
         f"kind load image-archive {d}/image.tar --name reaper-ci",
         f"docker exec {NODE} crictl inspecti docker.io/library/busybox:reaper-ci",
-        f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --ignore-not-found --wait=true --grace-period=0 --force",
-        f"kubectl --kubeconfig {kc} apply -f {d}/smoke-pod.json",
-        f"kubectl --kubeconfig {kc} get pod reaper-ci-smoke -n default -o json",
-        f"kubectl --kubeconfig {kc} logs -n default reaper-ci-smoke",
-        f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --wait=false",
+        "api delete pod default/reaper-ci-smoke --now",
+        "api get pod default/reaper-ci-smoke --absent",
+        "api create pod default/reaper-ci-smoke",
+        "api get pod default/reaper-ci-smoke",
+        "api logs default/reaper-ci-smoke",
+        "api delete pod default/reaper-ci-smoke",
     ]
     build = next(c for c in runner.calls if c[0][:2] == ["cargo", "build"])
     assert build[1] == src  # built in the workspace under test
@@ -287,7 +288,7 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     assert info.kubeconfig == str(tmp_path / "state/kind/reaper-ci/kubeconfig")
     assert Path(info.kubeconfig).read_text() == KUBECONFIG
     assert not str(info.kubeconfig).startswith(str(Path.home() / ".kube"))
-    rc = json.loads((tmp_path / "state/kind/reaper-ci/runtimeclass.json").read_text())
+    rc = json.loads(next(c[2] for c in runner.calls if c[0][:3] == ["api", "apply", "runtimeclass"]))
     assert rc["kind"] == "RuntimeClass" and rc["handler"] == "reaper-v2" and rc["metadata"]["name"] == "reaper-v2"
 
 
@@ -296,7 +297,7 @@ def test_up_builds_for_an_arm_node(tmp_path):
     _built(tmp_path, "aarch64-unknown-linux-musl")
     rules = [(("docker", "exec", NODE, "uname", "-m"), Result(0, "aarch64\n"))] + _fresh_cluster_rules(tmp_path)
     runner = FakeRunner(rules)
-    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert "cargo build --release --target aarch64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime" in runner.argvs(tmp_path)
 
 
@@ -304,7 +305,7 @@ def test_up_reuses_a_cluster_made_from_the_same_config(tmp_path):
     cfg = _cfg(tmp_path, "--runtime", "runc")
     digest = kind_mod.config_digest(render_config(cfg, "runc"), cfg.kind_node_image)
     runner = FakeRunner(_fresh_cluster_rules(tmp_path, marker=digest + "\n", clusters="reaper-ci\n", runtime_type="io.containerd.runc.v2"))
-    prov = KindProvisioner(cfg, runner=runner, **fast())
+    prov = KindProvisioner(cfg, runner=runner, api=FakeApi(runner), **fast())
     info = prov.up()
     seen = runner.argvs(tmp_path)
     assert not any(c.startswith(("kind create", "kind delete", "cargo", "rustup")) for c in seen)
@@ -322,7 +323,7 @@ def test_up_reuses_a_cluster_made_from_the_same_config(tmp_path):
 def test_up_recreates_a_cluster_made_from_another_config(tmp_path):
     cfg = _cfg(tmp_path, "--runtime", "runc")
     runner = FakeRunner(_fresh_cluster_rules(tmp_path, marker="0" * 64, clusters="reaper-ci\n", runtime_type="io.containerd.runc.v2"))
-    KindProvisioner(cfg, runner=runner, **fast()).up()
+    KindProvisioner(cfg, runner=runner, api=FakeApi(runner), **fast()).up()
     seen = runner.argvs(tmp_path)
     delete = seen.index("kind delete cluster --name reaper-ci --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig")
     create = next(i for i, c in enumerate(seen) if c.startswith("kind create cluster --name reaper-ci"))
@@ -346,7 +347,7 @@ def test_handler_missing_from_containerd_is_one_line(tmp_path, dump, expected):
     rules = [(("docker", "exec", NODE, "containerd", "config", "dump"), Result(0, dump))] + _fresh_cluster_rules(tmp_path)
     runner = FakeRunner(rules)
     with pytest.raises(SetupError) as e:
-        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
+        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert str(e.value) == f"containerd on kind node {NODE}: {expected}"
     assert not any(c.startswith("kubectl") and "apply" in c for c in runner.argvs(tmp_path))  # stopped before the RuntimeClass
 
@@ -356,7 +357,7 @@ def test_missing_rust_target_stops_before_the_build(tmp_path):
     rules = [(("rustup", "target", "list", "--installed"), Result(0, "x86_64-unknown-linux-gnu\n"))] + _fresh_cluster_rules(tmp_path)
     runner = FakeRunner(rules)
     with pytest.raises(ToolMissing) as e:
-        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
+        KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert "rustup target add x86_64-unknown-linux-musl" in str(e.value) and "\n" not in str(e.value)
     assert not any(c.startswith("cargo") for c in runner.argvs(tmp_path))
 
@@ -365,33 +366,31 @@ def test_node_ready_wait_times_out_with_the_last_state(tmp_path):
     clock = [0.0]
     cfg = _cfg(tmp_path, "--runtime", "runc")
     rules = [
-        (("kubectl", "--kubeconfig", str(tmp_path / "state/kind/reaper-ci/kubeconfig"), "get", "nodes"), Result(0, NOT_READY)),
+        (("api", "get", "nodes"), Result(0, NOT_READY)),
     ] + _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
     runner = FakeRunner(rules)
-    prov = KindProvisioner(cfg, runner=runner, sleep=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
+    prov = KindProvisioner(cfg, runner=runner, api=FakeApi(runner), sleep=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
     with pytest.raises(SetupError) as e:
         prov.up()
     msg = str(e.value)
     assert "nodes Ready" in msg and "KubeletNotReady" in msg and "cni plugin not initialized" in msg
-    polls = [c for c in runner.argvs(tmp_path) if c.endswith("get nodes -o json")]
+    polls = [c for c in runner.argvs(tmp_path) if c == "api get nodes"]
     assert len(polls) > 10 and clock[0] >= kind_mod.Timeouts.NODE_READY  # polled until the deadline, not once
 
 
 def test_failed_smoke_pod_is_a_setup_error(tmp_path):
     failed = json.dumps({"status": {"phase": "Failed", "containerStatuses": []}})
-    kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
-    rules = [(("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, failed))]
+    rules = [(("api", "get", "pod"), Result(0, failed))]
     rules += _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
     with pytest.raises(SetupError, match="smoke pod on RuntimeClass reaper-v2: pod Failed"):
-        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules), **fast()).up()
+        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=(r := FakeRunner(rules)), api=FakeApi(r), **fast()).up()
 
 
 def test_unreadable_smoke_pod_answer_is_waited_on_not_a_traceback(tmp_path):
     clock = [0.0]
-    kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
-    rules = [(("kubectl", "--kubeconfig", kc, "get", "pod"), Result(0, "Warning: something\n{"))]
+    rules = [(("api", "get", "pod"), Result(0, "Warning: something\n{"))]
     rules += _fresh_cluster_rules(tmp_path, runtime_type="io.containerd.runc.v2")
-    prov = KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=FakeRunner(rules),
+    prov = KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=(r := FakeRunner(rules)), api=FakeApi(r),
                            sleep=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
     with pytest.raises(SetupError) as e:
         prov.up()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _kind_fake import DOCKER_29_API, NODE, FakeRunner, _cfg, _fresh_cluster_rules, created_node_sequence, fast
+from _kind_fake import FakeApi, DOCKER_29_API, NODE, FakeRunner, _cfg, _fresh_cluster_rules, created_node_sequence, fast
 from ci.cluster import images
 from ci.cluster import kind as kind_mod
 from ci.cluster.kind import KindProvisioner, Result
@@ -33,15 +33,15 @@ def test_docker_29_host_loads_a_single_platform_archive_exact_sequence(tmp_path)
     docker-image` (ctr import --all-platforms of the whole index: kind #3795/#4066) is never run."""
     runner = FakeRunner(_runc_rules(tmp_path, (("docker", "image", "inspect", "--format", "{{.Id}}", IMAGE), NO_IMAGE),
                                     (("docker", "version"), Result(0, DOCKER_29_API))))
-    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     kc, d = "<tmp>/state/kind/reaper-ci/kubeconfig", "<tmp>/state/kind/reaper-ci"
     assert runner.argvs(tmp_path) == [
         *created_node_sequence(d, kc),
         f"docker exec {NODE} containerd config dump",
         f"docker exec {NODE} crictl info",
-        f"kubectl --kubeconfig {kc} get nodes -o json",
-        f"kubectl --kubeconfig {kc} get serviceaccount default -n default -o name",
-        f"kubectl --kubeconfig {kc} apply -f {d}/runtimeclass.json",
+        "api get nodes",
+        "api get serviceaccount default/default",
+        "api apply runtimeclass reaper-v2",
         f"docker image inspect --format {{{{.Id}}}} {IMAGE}",
         "docker image inspect --format {{.Id}} busybox:latest",
         f"docker tag busybox:latest {IMAGE}",
@@ -49,11 +49,12 @@ def test_docker_29_host_loads_a_single_platform_archive_exact_sequence(tmp_path)
         f"docker save --platform linux/amd64 -o {d}/image.tar {IMAGE}",
         f"kind load image-archive {d}/image.tar --name reaper-ci",
         f"docker exec {NODE} crictl inspecti {IMAGE}",
-        f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --ignore-not-found --wait=true --grace-period=0 --force",
-        f"kubectl --kubeconfig {kc} apply -f {d}/smoke-pod.json",
-        f"kubectl --kubeconfig {kc} get pod reaper-ci-smoke -n default -o json",
-        f"kubectl --kubeconfig {kc} logs -n default reaper-ci-smoke",
-        f"kubectl --kubeconfig {kc} delete pod reaper-ci-smoke -n default --wait=false",
+        "api delete pod default/reaper-ci-smoke --now",
+        "api get pod default/reaper-ci-smoke --absent",
+        "api create pod default/reaper-ci-smoke",
+        "api get pod default/reaper-ci-smoke",
+        "api logs default/reaper-ci-smoke",
+        "api delete pod default/reaper-ci-smoke",
     ]
     assert not any(c.startswith("kind load docker-image") for c in runner.argvs(tmp_path))
 
@@ -61,7 +62,7 @@ def test_docker_29_host_loads_a_single_platform_archive_exact_sequence(tmp_path)
 def test_arm_node_gets_its_own_platform(tmp_path):
     runner = FakeRunner(_runc_rules(tmp_path, (("docker", "exec", NODE, "uname", "-m"), Result(0, "aarch64\n")),
                                     (("docker", "version"), Result(0, DOCKER_29_API))))
-    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert f"docker save --platform linux/arm64 -o <tmp>/state/kind/reaper-ci/image.tar {IMAGE}" in runner.argvs(tmp_path)
 
 
@@ -69,7 +70,7 @@ def test_arm_node_gets_its_own_platform(tmp_path):
 def test_docker_without_save_platform_saves_its_one_platform(tmp_path, answer):
     # before API 1.48 `docker save` has no --platform; the classic store holds one platform per image
     runner = FakeRunner(_runc_rules(tmp_path, (("docker", "version"), Result(0, answer))))
-    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     seen = runner.argvs(tmp_path)
     assert f"docker save -o <tmp>/state/kind/reaper-ci/image.tar {IMAGE}" in seen
     assert "kind load image-archive <tmp>/state/kind/reaper-ci/image.tar --name reaper-ci" in seen
@@ -78,7 +79,7 @@ def test_docker_without_save_platform_saves_its_one_platform(tmp_path, answer):
 def test_failed_save_is_a_one_line_setup_error_before_any_load(tmp_path):
     runner = FakeRunner(_runc_rules(tmp_path, (("docker", "save"), Result(1, "Error response from daemon: no suitable export target found"))))
     with pytest.raises(SetupError) as e:
-        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert "docker save" in str(e.value) and "\n" not in str(e.value)
     assert not any(c.startswith("kind load") for c in runner.argvs(tmp_path))
 
@@ -89,7 +90,7 @@ def test_without_a_local_image_the_static_busybox_archive_is_loaded(tmp_path, mo
         pytest.skip("no static /bin/busybox here (apt-get install busybox-static)")
     monkeypatch.setattr(kind_mod, "HOST_BUSYBOX", busybox)
     runner = FakeRunner(_runc_rules(tmp_path, (("docker", "image", "inspect"), NO_IMAGE)))
-    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     seen = runner.argvs(tmp_path)
     assert not any(c.startswith(("docker save", "docker version", "docker tag", "kind load docker-image")) for c in seen)
     assert "kind load image-archive <tmp>/state/kind/reaper-ci/image.tar --name reaper-ci" in seen
@@ -103,7 +104,7 @@ def test_no_image_and_no_static_busybox_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(kind_mod, "HOST_BUSYBOX", tmp_path / "no-busybox")
     runner = FakeRunner(_runc_rules(tmp_path, (("docker", "image", "inspect"), NO_IMAGE)))
     with pytest.raises(SetupError) as e:
-        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert "busybox-static" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -121,7 +122,7 @@ def test_reaper_checkout_outside_the_working_folder(tmp_path):
     cfg = parse(["--source", str(source), "--runtime", "reaper", "--state-dir", str(tmp_path / "state")], {}, cwd=pipeline)
     rules = [(("cargo", "metadata"), Result(0, json.dumps({"target_directory": str(source / "target")})))]
     runner = FakeRunner(rules + _fresh_cluster_rules(tmp_path))
-    info = KindProvisioner(cfg, runner=runner, **fast()).up()
+    info = KindProvisioner(cfg, runner=runner, api=FakeApi(runner), **fast()).up()
     cwds = {" ".join(a[:2]): cwd for a, cwd, _ in runner.calls if a[0] in ("cargo", "rustup")}
     assert cwds == {"rustup target": source, "cargo build": source, "cargo metadata": source}
     rel = "<tmp>/elsewhere/reaper/target/x86_64-unknown-linux-musl/release"
@@ -133,23 +134,21 @@ def test_reaper_checkout_outside_the_working_folder(tmp_path):
 
 
 def test_smoke_pod_waits_for_the_default_service_account(tmp_path):
-    kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
     answers = iter([Result(1, 'Error from server (NotFound): serviceaccounts "default" not found')] * 3)
-    rules = [(("kubectl", "--kubeconfig", kc, "get", "serviceaccount"), lambda argv: next(answers, Result(0, "serviceaccount/default\n")))]
+    rules = [(("api", "get", "serviceaccount"), lambda argv: next(answers, Result(0, "")))]
     runner = FakeRunner(_runc_rules(tmp_path, *rules))
-    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     seen = runner.argvs(tmp_path)
     sa = [i for i, c in enumerate(seen) if "get serviceaccount default" in c]
-    smoke = seen.index("kubectl --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig apply -f <tmp>/state/kind/reaper-ci/smoke-pod.json")
+    smoke = seen.index("api create pod default/reaper-ci-smoke")
     assert len(sa) == 4 and sa[-1] < smoke
 
 
 def test_service_account_that_never_comes_is_a_timed_setup_error(tmp_path):
-    kc = str(tmp_path / "state/kind/reaper-ci/kubeconfig")
-    rules = [(("kubectl", "--kubeconfig", kc, "get", "serviceaccount"), Result(1, "NotFound"))]
+    rules = [(("api", "get", "serviceaccount"), Result(1, "NotFound"))]
     runner = FakeRunner(_runc_rules(tmp_path, *rules))
     with pytest.raises(SetupError, match="default ServiceAccount"):
-        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, **fast()).up()
+        KindProvisioner(_cfg(tmp_path, "--runtime", "runc"), runner=runner, api=FakeApi(runner), **fast()).up()
     assert not any("smoke-pod.json" in c for c in runner.argvs(tmp_path))
 
 
@@ -164,9 +163,9 @@ def test_restarted_containerd_must_report_cri_ready_before_the_ready_check(tmp_p
     answers = iter([Result(1, "connect: connection refused"), Result(0, not_yet)])
     rules = [(("docker", "exec", NODE, "crictl", "info"), lambda argv: next(answers, Result(0, CRI_READY)))]
     runner = FakeRunner(rules + _fresh_cluster_rules(tmp_path))
-    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, **fast()).up()
+    KindProvisioner(_cfg(tmp_path, "--source", str(src), "--runtime", "reaper"), runner=runner, api=FakeApi(runner), **fast()).up()
     seen = runner.argvs(tmp_path)
     restart = seen.index(f"docker exec -i {NODE} systemctl restart containerd")
     cri = [i for i, c in enumerate(seen) if c == f"docker exec {NODE} crictl info"]
-    ready = seen.index("kubectl --kubeconfig <tmp>/state/kind/reaper-ci/kubeconfig get nodes -o json")
+    ready = seen.index("api get nodes")
     assert len(cri) == 3 and restart < cri[0] and cri[-1] < ready

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ci.cluster import local, runtime as rt
+from ci.cluster.local import host
 from ci.errors import SetupError
 
 
@@ -24,7 +25,7 @@ def test_handler_passes_reaper_annotations_through():
 
 def test_reaper_home_entries_and_the_claim(tmp_path, monkeypatch):
     home = tmp_path / "run-reaper"
-    monkeypatch.setattr(local, "REAPER_HOME", home)
+    monkeypatch.setattr(host, "REAPER_HOME", home)
     assert local.reaper_home_entries() == []
     (home / "ns").mkdir(parents=True)
     (home / "overlay-default.lock").write_text("")

@@ -10,6 +10,7 @@ import pytest
 
 from ci import config
 from ci.cluster import local, runtime
+from ci.cluster.local import host, hostnet
 from ci.errors import UsageError
 
 LAY = local.Layout(Path("/var/lib/reaper-ci"), Path("/run/reaper-ci"))
@@ -146,7 +147,7 @@ def test_remove_iptables_chains_deletes_jumps_then_the_chain(monkeypatch):
         calls.append(list(argv))
         return subprocess.CompletedProcess(argv, 0, save if argv[0].endswith("-save") else "", "")
 
-    monkeypatch.setattr(local.subprocess, "run", fake_run)
+    monkeypatch.setattr(host.subprocess, "run", fake_run)
     local.remove_iptables_chains([("filter", "KUBE-FIREWALL")])
     changes = [c for c in calls if not c[0].endswith("-save")]
     assert changes == [
@@ -168,7 +169,7 @@ def test_sysctls_are_restored(tmp_path, monkeypatch):
             return real_path(root, *parts[1:])
         return real_path(*parts)
 
-    monkeypatch.setattr(local, "Path", fake_path)
+    monkeypatch.setattr(host, "Path", fake_path)
     assert local.read_sysctls(["kernel/panic", "kernel/absent"]) == {"kernel/panic": "10"}
     assert local.restore_sysctls({"kernel/panic": "0"}) == []
     assert (root / "kernel" / "panic").read_text() == "0\n"
@@ -179,6 +180,6 @@ def test_cni_cache_files_are_ours_only(tmp_path, monkeypatch):
     cache.mkdir()
     for name in ("reaper-ci-aaa-eth0", "cni-loopback-aaa-lo", "cni-loopback-bbb-lo", "cni-loopback-ccc-lo", "othernet-ddd-eth0"):
         (cache / name).write_text("{}")
-    monkeypatch.setattr(local, "CNI_CACHE", cache)
+    monkeypatch.setattr(hostnet, "CNI_CACHE", cache)
     got = [p.name for p in local.cni_cache_files(["bbb"])]
     assert got == ["cni-loopback-aaa-lo", "cni-loopback-bbb-lo", "reaper-ci-aaa-eth0"]

@@ -11,6 +11,7 @@ import pytest
 
 from ci import config
 from ci.cluster import local
+from ci.cluster.local import provisioner as local_provisioner
 from ci.errors import SetupError
 
 
@@ -184,7 +185,7 @@ def test_a_changed_runtime_build_is_never_reused(prov, tmp_path, monkeypatch):
                        node_access="local", runtime_build=old.digest())
     info.save(prov.lay.info)
     # every component alive and the API healthy: only the build decides
-    monkeypatch.setattr(local, "pid_alive", lambda path: 4242)
+    monkeypatch.setattr(local_provisioner, "pid_alive", lambda path: 4242)
     monkeypatch.setattr(prov, "_wait", lambda *a, **k: None)
     monkeypatch.setattr(rt, "source_commit", lambda source: None)
     assert prov._reuse("reaper", new) is None

@@ -200,3 +200,23 @@ def test_target_json_round_trip():
                                          (["bin"], "bin"), (["test"], "test"), ([], "?")])
 def test_kind_of(kinds, kind):
     assert cargo.kind_of(kinds) == kind
+
+
+def test_required_targets_the_workspace_lacks_are_a_usage_error_before_lint(tmp_path, monkeypatch):
+    """`--required-targets nope`: one line, exit 2, before fmt/clippy (cargo metadata --no-deps knows at once)."""
+    from ci import cargo as cargo_mod
+    from ci import config as config_mod
+    from ci.errors import UsageError
+    from ci.phases import phase1
+
+    (tmp_path / "Cargo.toml").write_text("[workspace]\n")
+    linted = []
+    ws = cargo_mod.Workspace(tmp_path, tmp_path / "target", {}, [])
+    monkeypatch.setattr(phase1, "tool", lambda name: name)
+    monkeypatch.setattr(cargo_mod, "discover", lambda cargo, source, log=None: ws)
+    monkeypatch.setattr(cargo_mod, "lint", lambda *a, **k: linted.append(a) or [])
+    cfg = config_mod.parse(["--source", str(tmp_path), "--required-targets", "nope", "--artifacts", str(tmp_path / "a")],
+                           {}, prog="phase1", cwd=tmp_path)
+    with pytest.raises(UsageError, match="--required-targets names target.*nope"):
+        phase1.run(cfg)
+    assert not linted

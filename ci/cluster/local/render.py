@@ -1,0 +1,233 @@
+"""What the local cluster's components are given: containerd, CNI and kubelet configs and each component's argv (pure functions of the layout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ci.cluster import runtime as rt
+from ci.config import Config
+from ci.cluster.local.layout import APISERVER_PORT, BRIDGE, CNI_BIN_DIR, CNI_NETWORK, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_HEALTHZ_PORT, KUBELET_PORT, Layout, POD_CIDR, SCHEDULER_PORT, SERVICE_CIDR
+
+
+def containerd_config(lay: Layout, cfg: Config, runtime: str) -> str:
+    """containerd config (version 2) for our dedicated instance."""
+    handler = rt.handler_toml(cfg.runtime_class, runtime, cfg.runtime_type, str(lay.runc_root))
+    return f"""version = 2
+root = "{lay.containerd_root}"
+state = "{lay.containerd_state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{lay.containerd_sock}"
+
+[ttrpc]
+  address = "{lay.containerd_sock}.ttrpc"
+
+[debug]
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{lay.containerd_root}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{cfg.pause_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  max_container_log_line_size = 16384
+  # Clamp containers' oom_score_adj to containerd's own: a host without CAP_SYS_RESOURCE in the
+  # bounding set (seen on the project's VMs) refuses the sandbox's -998 and runc init dies.
+  restrict_oom_score_adj = true
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+  discard_unpacked_layers = false
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "{rt.RUNC_RUNTIME_TYPE}"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{lay.runc_root}"
+
+{handler}
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{lay.cni_conf}"
+  max_conf_num = 1
+"""
+
+
+def cni_conflist(lay: Layout) -> str:
+    """bridge + host-local (+ loopback): a private pod subnet on bridge ``rci0``; no masquerade rules."""
+    return json.dumps(
+        {
+            "cniVersion": "0.4.0",
+            "name": CNI_NETWORK,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": BRIDGE,
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(lay.cni_ipam),
+                    },
+                }
+            ],
+        },
+        indent=2,
+    ) + "\n"
+
+
+def kubelet_config(lay: Layout, node_ip: str) -> str:
+    """KubeletConfiguration (JSON, which kubelet reads as YAML)."""
+    return json.dumps(
+        {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": node_ip,
+            "port": KUBELET_PORT,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": KUBELET_HEALTHZ_PORT,
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(lay.pki / "ca.crt")},
+            },
+            "authorization": {"mode": "Webhook"},
+            "tlsCertFile": str(lay.pki / "kubelet-serving.crt"),
+            "tlsPrivateKeyFile": str(lay.pki / "kubelet-serving.key"),
+            "cgroupDriver": "cgroupfs",
+            "containerRuntimeEndpoint": f"unix://{lay.containerd_sock}",
+            "failSwapOn": False,
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            # No eviction thresholds and no local-storage isolation: the eviction manager then never
+            # polls container stats (CRI ListContainerStats). containerd 1.6 panics (nil Any in
+            # containerMetrics) on the empty Stats reply of a shim that reports no metrics, which
+            # reaper's does; one poll would kill the node's containerd. A test cluster needs no
+            # eviction; the stats path stays reachable for a scenario that wants to test it.
+            "evictionHard": {},
+            "localStorageCapacityIsolation": False,
+            "resolvConf": "/etc/resolv.conf",
+            "podCIDR": POD_CIDR,
+            "podLogsDir": str(lay.pod_logs),
+            "serializeImagePulls": False,
+            "rotateCertificates": False,
+            "serverTLSBootstrap": False,
+            "registerNode": True,
+            "maxPods": 110,
+            "containerLogMaxSize": "10Mi",
+            "syncFrequency": "10s",
+            "fileCheckFrequency": "10s",
+            "nodeStatusUpdateFrequency": "5s",
+        },
+        indent=2,
+    ) + "\n"
+
+
+def etcd_argv(k8s_bin: Path, lay: Layout) -> list[str]:
+    return [
+        str(k8s_bin / "etcd"),
+        "--name=reaper-ci",
+        f"--data-dir={lay.etcd_data}",
+        f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+        f"--initial-cluster=reaper-ci=http://127.0.0.1:{ETCD_PEER_PORT}",
+        "--listen-metrics-urls=",
+        "--log-level=warn",
+        "--quota-backend-bytes=2147483648",
+    ]
+
+
+def apiserver_argv(k8s_bin: Path, lay: Layout, node_ip: str) -> list[str]:
+    p = lay.pki
+    return [
+        str(k8s_bin / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        "--bind-address=127.0.0.1",
+        f"--advertise-address={node_ip}",
+        f"--secure-port={APISERVER_PORT}",
+        f"--tls-cert-file={p / 'apiserver.crt'}",
+        f"--tls-private-key-file={p / 'apiserver.key'}",
+        f"--client-ca-file={p / 'ca.crt'}",
+        "--anonymous-auth=false",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        "--allow-privileged=true",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={p / 'sa.pub'}",
+        f"--service-account-signing-key-file={p / 'sa.key'}",
+        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        f"--kubelet-certificate-authority={p / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--cert-dir={lay.state / 'apiserver-certs'}",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_argv(k8s_bin: Path, lay: Layout) -> list[str]:
+    p = lay.pki
+    kc = lay.component_kubeconfig("kube-controller-manager")
+    return [
+        str(k8s_bin / "kube-controller-manager"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={CONTROLLER_MANAGER_PORT}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={p / 'sa.key'}",
+        f"--root-ca-file={p / 'ca.crt'}",
+        f"--cluster-signing-cert-file={p / 'ca.crt'}",
+        f"--cluster-signing-key-file={p / 'ca.key'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--cert-dir={lay.state / 'controller-manager-certs'}",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def scheduler_argv(k8s_bin: Path, lay: Layout) -> list[str]:
+    kc = lay.component_kubeconfig("kube-scheduler")
+    return [
+        str(k8s_bin / "kube-scheduler"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={SCHEDULER_PORT}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def kubelet_argv(k8s_bin: Path, lay: Layout, node_name: str, node_ip: str) -> list[str]:
+    return [
+        str(k8s_bin / "kubelet"),
+        f"--config={lay.etc / 'kubelet.json'}",
+        f"--kubeconfig={lay.component_kubeconfig('kubelet')}",
+        f"--root-dir={lay.kubelet_root}",
+        f"--hostname-override={node_name}",
+        f"--node-ip={node_ip}",
+        "--v=1",
+    ]
+
