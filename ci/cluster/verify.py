@@ -37,29 +37,8 @@ class Api(Protocol):
     def create_pod(self, manifest: dict) -> None: ...
     def delete_pod(self, ns: str, name: str, *, now: bool = False) -> None: ...
     def pod_log(self, ns: str, name: str) -> str: ...
-    def dump(self) -> str:
-        """Nodes, RuntimeClasses, every pod and every event, one line each (for the log bundle)."""
-        out = ["# nodes"]
-        for n in _read(self.core.list_node(_preload_content=False, _request_timeout=REQUEST)).get("items", []):
-            ready = {c.get("type"): c.get("status") for c in n.get("status", {}).get("conditions", [])}.get("Ready")
-            out.append(f"{n['metadata']['name']} Ready={ready}")
-        out.append("# runtimeclasses")
-        for rc in _read(self.node_api.list_runtime_class(_preload_content=False, _request_timeout=REQUEST)).get("items", []):
-            out.append(f"{rc['metadata']['name']} handler={rc.get('handler')}")
-        out.append("# pods")
-        for p in _read(self.core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=REQUEST)).get("items", []):
-            m, sp, st = p["metadata"], p.get("spec", {}), p.get("status", {})
-            out.append(f"{m['namespace']}/{m['name']} phase={st.get('phase')} node={sp.get('nodeName')} "
-                       f"runtimeClass={sp.get('runtimeClassName')} deleting={bool(m.get('deletionTimestamp'))}")
-        out.append("# events")
-        events = _read(self.core.list_event_for_all_namespaces(_preload_content=False, _request_timeout=REQUEST)).get("items", [])
-        for e in sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
-            o = e.get("involvedObject", {})
-            out.append(f"{e.get('lastTimestamp') or e.get('eventTime')} {o.get('namespace')}/{o.get('name')} "
-                       f"{e.get('type')} {e.get('reason')}: {e.get('message')}")
-        return "\n".join(out) + "\n"
-
     def events(self, ns: str, name: str) -> list[str]: ...
+    def dump(self) -> str: ...
 
 
 class Verifier:

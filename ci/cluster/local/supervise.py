@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ci.wait import until
+from ci.cluster import restart_local
 from ci.errors import RuntimeFailure, SetupError, SmokeFailed
 from ci.cluster.local.layout import Timeouts
 
@@ -22,16 +23,7 @@ def _read_pidfile(path: Path) -> tuple[int, str] | None:
         return None
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in ticks); None if gone or a zombie."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2:].split()
-    if rest[0] in ("Z", "X"):
-        return None
-    return rest[19]
+_start_time = restart_local.start_time  # one reading of /proc/<pid>/stat for pid files (the restart script is standalone)
 
 
 def pid_alive(path: Path) -> int | None:
