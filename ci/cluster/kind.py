@@ -17,7 +17,6 @@ the state folder; ``~/.kube/config`` is never touched.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,7 +28,7 @@ from ci.cluster.kind_config import (  # noqa: F401  (re-exported: the kind path'
     API_SAVE_PLATFORM, CI_LOG_DIR, CONFIG_MARKER, CONTAINERD_DROPIN, CRI_BASE_SPEC, CRI_PLUGINS, JOURNAL_UNIT,
     JOURNAL_UNIT_FILE, JOURNALED, KIND_CONFIG_FILE, KIND_VERSION, NODE_BIN, NODE_KUBECTL, POD_ANNOTATIONS,
     REAPER_DNS_MODE, REAPER_LOG, REAPER_RUN, REAPER_SHIM_LOG, RUNC_STATE, TRIPLES, api_version, component_logs,
-    config_digest, containerd_dropin, cri_ready, effective_handler, handler_entry, journal_unit, nodes_ready,
+    config_digest, containerd_dropin, cri_ready, effective_handler, handler_entry, journal_unit,
     reaper_node_env, render_config, target_triple,
 )
 from ci.cluster.kind_run import Result, Runner, RunnerNode, ShRunner  # noqa: F401  (re-exported for the tests)
@@ -231,40 +230,9 @@ class KindProvisioner(Provisioner):
     # ---------------------------------------------------------------- runtime
 
     def _build(self, triple: str) -> tuple[Path, Path]:
-        """Static musl shim + runtime for ``triple``; returns their host paths."""
-        from ci import tools
-
-        cfg = self.cfg
-        assert cfg.source is not None
-        try:  # the toolchain of the workspace (rust-toolchain.toml applies: cwd is the source)
-            targets = self.run(["rustup", "target", "list", "--installed"], cwd=cfg.source, check=False,
-                               timeout=Timeouts.COMMAND, stderr=False)
-        except ToolMissing:
-            targets = None  # Rust without rustup: cargo says what is missing
-        if targets is not None and targets.returncode == 0 and triple not in targets.out.split():
-            raise ToolMissing(f"the Rust target {triple} (static build for the kind node) is not installed: "
-                              f"`rustup target add {triple}` in {cfg.source} (and apt-get install musl-tools)")
-        console.info(f"building {cfg.shim_binary} + {cfg.runtime_binary} for {triple} in {cfg.source} (log: {self.log})")
-        started = self.clock()
-        try:
-            self.run(["cargo", "build", "--release", "--target", triple, "--bin", cfg.shim_binary, "--bin", cfg.runtime_binary],
-                     cwd=cfg.source, timeout=Timeouts.BUILD)
-        except SetupError as e:
-            if tools.which("musl-gcc") is None:
-                raise SetupError(f"{e} (no musl-gcc on PATH: crates that compile C code need apt-get install musl-tools)") from None
-            raise
-        console.info(f"built for {triple} in {self.clock() - started:.0f}s")
-        meta = self.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=cfg.source, timeout=Timeouts.COMMAND,
-                        stderr=False).out
-        try:
-            target_dir = Path(json.loads(meta)["target_directory"])
-        except (ValueError, KeyError, TypeError):
-            target_dir = cfg.source / "target"
-        built = (target_dir / triple / "release" / cfg.shim_binary, target_dir / triple / "release" / cfg.runtime_binary)
-        for p in built:
-            if not p.is_file():
-                raise SetupError(f"cargo build --target {triple} succeeded but {p} is missing (log: {self.log})")
-        return built
+        """Static musl shim + runtime for ``triple`` (:func:`ci.cluster.runtime.build`); their host paths."""
+        built = rt.build(self.cfg, self.run, self.log, target=triple)
+        return built.shim, built.runtime
 
     def _install_reaper(self, node: str, shim: Path, runtime_bin: Path) -> None:
         """Copy the binaries into the node's /usr/local/bin (temporary name, then rename: a running

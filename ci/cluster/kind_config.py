@@ -152,23 +152,6 @@ def containerd_dropin(env: dict[str, str]) -> str:
     return "[Service]\n" + "".join(f'Environment="{k}={v}"\n' for k, v in sorted(env.items()))
 
 
-def nodes_ready(nodes_json: str) -> bool | str:
-    """True when every node in ``kubectl get nodes -o json`` is Ready, else the state seen."""
-    try:
-        items = json.loads(nodes_json).get("items", [])
-    except json.JSONDecodeError:
-        return f"unreadable answer: {nodes_json.strip()[:200]!r}"
-    if not items:
-        return "no nodes registered yet"
-    not_ready = []
-    for n in items:
-        conds = {c.get("type"): c for c in n.get("status", {}).get("conditions", [])}
-        ready = conds.get("Ready", {})
-        if ready.get("status") != "True":
-            not_ready.append(f"{n['metadata']['name']} Ready={ready.get('status')} ({ready.get('reason')}: {str(ready.get('message', ''))[:150]})")
-    return True if not not_ready else "; ".join(not_ready)
-
-
 def cri_ready(info_json: str) -> bool | str:
     """True when ``crictl info`` says RuntimeReady and NetworkReady (containerd's CRI plugin is up
     again after a restart), else the state seen."""

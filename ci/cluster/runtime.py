@@ -11,13 +11,19 @@ Install steps take a :class:`NodeAccess` and a node name, so the kind path can r
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ci.cluster.base import NodeAccess
 from ci.config import Config
-from ci.errors import SetupError, UsageError
+from ci.errors import SetupError, ToolMissing, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ci.tools import Runner
 
 RUNC_RUNTIME_TYPE = "io.containerd.runc.v2"
 RUNC_SHIM = "containerd-shim-runc-v2"
@@ -54,29 +60,51 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def build(cfg: Config, log: Path) -> Built:
-    """``cargo build --release`` of the shim and runtime binaries in ``cfg.source``."""
-    from ci import tools  # sh: imported when a build is asked for
+BUILD_TIMEOUT = 3600  # cargo build of shim + runtime (cold: minutes)
+COMMAND_TIMEOUT = 120  # rustup / cargo metadata
+
+
+def build(cfg: Config, run: "Runner", log: Path, target: str | None = None) -> Built:
+    """``cargo build --release`` of the shim and runtime binaries in ``cfg.source`` (for ``target``,
+    a Rust target triple such as a kind node's static musl one, or the host). The binaries are
+    found under cargo's own target directory (``cargo metadata --no-deps``: it follows
+    ``CARGO_TARGET_DIR`` and the workspace's config)."""
+    from ci import console, tools
 
     assert cfg.source is not None
-    cargo = tools.tool("cargo")
-    tools.run(cargo, "build", "--release", "--bin", cfg.shim_binary, "--bin", cfg.runtime_binary,
-              cwd=cfg.source, log=log, echo=False, what=f"cargo build --release (shim + runtime) in {cfg.source}")
-    target = _target_dir(cfg.source)
-    built = Built(target / "release" / cfg.shim_binary, target / "release" / cfg.runtime_binary)
+    if target is not None:
+        try:  # the toolchain of the workspace (rust-toolchain.toml applies: cwd is the source)
+            targets = run(["rustup", "target", "list", "--installed"], cwd=cfg.source, check=False,
+                          timeout=COMMAND_TIMEOUT, stderr=False)
+        except ToolMissing:
+            targets = None  # Rust without rustup: cargo says what is missing
+        if targets is not None and targets.returncode == 0 and target not in targets.out.split():
+            raise ToolMissing(f"the Rust target {target} (static build for the kind node) is not installed: "
+                              f"`rustup target add {target}` in {cfg.source} (and apt-get install musl-tools)")
+    console.info(f"building {cfg.shim_binary} + {cfg.runtime_binary}{f' for {target}' if target else ''} in "
+                 f"{cfg.source} (log: {log})")
+    started = time.monotonic()
+    argv = ["cargo", "build", "--release", *(["--target", target] if target else []),
+            "--bin", cfg.shim_binary, "--bin", cfg.runtime_binary]
+    try:
+        run(argv, cwd=cfg.source, timeout=BUILD_TIMEOUT)
+    except SetupError as e:
+        if target is not None and "musl" in target and tools.which("musl-gcc") is None:
+            raise SetupError(f"{e} (no musl-gcc on PATH: crates that compile C code need apt-get install musl-tools)") from None
+        raise
+    console.info(f"built in {time.monotonic() - started:.0f}s")
+    meta = run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=cfg.source, timeout=COMMAND_TIMEOUT,
+               stderr=False).out
+    try:
+        target_dir = Path(json.loads(meta)["target_directory"])
+    except (ValueError, KeyError, TypeError):
+        target_dir = cfg.source / "target"
+    out = target_dir / target / "release" if target else target_dir / "release"
+    built = Built(out / cfg.shim_binary, out / cfg.runtime_binary)
     for p in (built.shim, built.runtime):
         if not p.is_file():
             raise SetupError(f"cargo build succeeded but {p} is missing (log: {log})")
     return built
-
-
-def _target_dir(source: Path) -> Path:
-    proc = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=source, capture_output=True, text=True)
-    if proc.returncode == 0:
-        import json
-
-        return Path(json.loads(proc.stdout)["target_directory"])
-    return source / "target"
 
 
 def source_commit(source: Path | None) -> str | None:

@@ -17,6 +17,7 @@ from ci.cluster import images, pki as pki_mod, restart_local, runtime as rt
 from ci.cluster.base import ClusterInfo, LocalNode, Provisioner
 from ci.config import Config
 from ci.cluster import verify
+from ci.tools import ShRunner
 from ci.errors import SetupError
 from ci.cluster.local.host import HostCleanup, describe_leftovers, footprint_lines, kube_chains, link_exists, mounts_under, read_sysctls, reaper_home_entries
 from ci.cluster.local.layout import APISERVER_PORT, BRIDGE, COMPONENTS, ETCD_CLIENT_PORT, Layout, OWNS_REAPER_HOME, REAPER_HOME, Timeouts, node_ip, node_name
@@ -61,8 +62,8 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         self.ctrd_bin = self._ensure_containerd()
         built = None
         if runtime == "reaper":
-            console.info(f"building {self.cfg.shim_binary} + {self.cfg.runtime_binary} in {self.cfg.source}")
-            built = rt.build(self.cfg, self.cfg.artifacts / "runtime-build.log")
+            log = self.cfg.artifacts / "runtime-build.log"
+            built = rt.build(self.cfg, ShRunner(log), log)
         reused = self._reuse(runtime, built)
         if reused is not None:
             console.info(f"local cluster healthy: reused ({reused.runtime} behind RuntimeClass {reused.runtime_class})")
