@@ -191,3 +191,20 @@ def test_a_changed_runtime_build_is_never_reused(prov, tmp_path, monkeypatch):
     assert prov._reuse("reaper", new) is None
     reused = prov._reuse("reaper", old)
     assert reused is not None and reused.runtime_build == old.digest()
+
+
+def test_down_at_a_state_folder_without_a_cluster_touches_nothing_host_wide(tmp_path, monkeypatch):
+    """`down --state-dir <elsewhere>` while a cluster runs must not remove its bridge, cgroups, netns,
+    iptables chains or processes (they are host-wide): with no state folder it is a no-op."""
+    from ci.cluster.local import host
+
+    prov = local.LocalProvisioner.__new__(local.LocalProvisioner)
+    prov.cfg = config.parse(["--state-dir", str(tmp_path / "absent")], {}, cwd=tmp_path)
+    prov.lay = local.Layout(tmp_path / "absent")
+    touched = []
+    for name in ("_children", "cgroup_pids", "our_netns", "unmount_all", "remove_iptables_chains", "our_processes",
+                 "kubepods_cgroups", "restore_sysctls", "link_exists"):
+        monkeypatch.setattr(host, name, lambda *a, _n=name, **k: touched.append(_n) or [])
+    monkeypatch.setattr(prov, "_stop", lambda comp: touched.append(f"stop {comp}"), raising=False)
+    prov._down()
+    assert touched == []

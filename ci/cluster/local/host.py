@@ -218,6 +218,12 @@ class HostCleanup:
 
     def _down(self) -> None:
         lay = self.lay
+        if not lay.state.exists():
+            # Nothing of a cluster at this state folder exists. The bridge, cgroups, netns and
+            # iptables chains are host-wide: removing them here would break a cluster that another
+            # state folder runs (a `down --state-dir <elsewhere>` must never do that).
+            console.info(f"no local cluster in {lay.state}: nothing to remove")
+            return
         try:
             ran_reaper = ClusterInfo.load(lay.info).runtime == "reaper"
         except (OSError, ValueError, TypeError):

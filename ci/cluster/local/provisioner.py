@@ -19,7 +19,7 @@ from ci.config import Config
 from ci.cluster import verify
 from ci.tools import ShRunner
 from ci.errors import SetupError
-from ci.cluster.local.host import HostCleanup, describe_leftovers, footprint_lines, kube_chains, link_exists, mounts_under, read_sysctls, reaper_home_entries
+from ci.cluster.local.host import HostCleanup, describe_leftovers, footprint_lines, kube_chains, link_exists, mounts_under, read_sysctls, reaper_home_entries, our_processes
 from ci.cluster.local.layout import APISERVER_PORT, BRIDGE, COMPONENTS, ETCD_CLIENT_PORT, Layout, OWNS_REAPER_HOME, REAPER_HOME, Timeouts, node_ip, node_name
 from ci.cluster.local.prereqs import BUSYBOX, Prereqs
 from ci.cluster.local.render import apiserver_argv, cni_conflist, containerd_config, controller_manager_argv, etcd_argv, kubelet_argv, kubelet_config, scheduler_argv
@@ -68,6 +68,9 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         if reused is not None:
             console.info(f"local cluster healthy: reused ({reused.runtime} behind RuntimeClass {reused.runtime_class})")
             return reused
+        if not self.lay.state.exists() and (link_exists(BRIDGE) or our_processes(self.lay)):
+            raise SetupError(f"another local cluster holds this host (bridge {BRIDGE} or its processes exist) but "
+                             f"{self.lay.state} has no cluster state: take that cluster down with its own --state-dir first")
         if self.lay.info.exists() or any(pid_alive(self.lay.pidfile(c)) for c in COMPONENTS) or link_exists(BRIDGE) or mounts_under([self.lay.state, self.lay.run]):
             console.info("local cluster absent or unhealthy: removing what is left, then creating it afresh")
             self._down()
