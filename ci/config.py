@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -29,6 +30,8 @@ DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:reaper-ci"
 # kindest/node image for the kind path, same minor as the local path's Kubernetes: the v1.33
 # image of kind v0.29.0's release notes, pinned by digest (multi-arch amd64/arm64).
 DEFAULT_KIND_NODE_IMAGE = "kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f"
+DEFAULT_STATE_DIR = Path("/var/lib/reaper-ci")
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "reaper-ci"
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,8 @@ class Config:
     etcd_version: str = DEFAULT_ETCD_VERSION
     containerd_version: str = DEFAULT_CONTAINERD_VERSION
     k8s_bin_dir: Path | None = None
-    cache_dir: Path = Path.home() / ".cache" / "reaper-ci"
-    state_dir: Path = Path("/var/lib/reaper-ci")
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    state_dir: Path = DEFAULT_STATE_DIR
     kind_node_image: str = DEFAULT_KIND_NODE_IMAGE
     # Runtime under test
     runtime_class: str = "reaper-v2"
@@ -98,32 +101,72 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+@dataclass(frozen=True)
+class Option:
+    """One option: its flag, its environment twin and its default (the text a flag would carry;
+    None: absent). :func:`parse` turns the text into the Config field's type."""
+
+    flag: str
+    env: str
+    default: str | None = None
+    choices: tuple[str, ...] = ()
+    switch: bool = False  # a flag without a value (its twin: 1/true/yes/on)
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--source", "REAPER_SOURCE"),
+    Option("--artifacts", "CI_ARTIFACTS_DIR"),
+    Option("--required-targets", "REAPER_REQUIRED_TARGETS"),
+    Option("--no-lint", "REAPER_NO_LINT", switch=True),
+    Option("--target-timeout", "REAPER_TARGET_TIMEOUT"),
+    Option("--provisioner", "REAPER_PROVISIONER", "auto", choices=("auto", "kind", "local")),
+    Option("--runtime", "REAPER_RUNTIME", "auto", choices=("auto", "reaper", "runc")),
+    Option("--cluster-name", "REAPER_CLUSTER_NAME", "reaper-ci"),
+    Option("--keep-cluster", "REAPER_KEEP_CLUSTER", switch=True),
+    Option("--repeat", "REAPER_K8S_REPEAT"),
+    Option("--k8s-version", "REAPER_K8S_VERSION", DEFAULT_K8S_VERSION),
+    Option("--etcd-version", "REAPER_ETCD_VERSION", DEFAULT_ETCD_VERSION),
+    Option("--containerd-version", "REAPER_CONTAINERD_VERSION", DEFAULT_CONTAINERD_VERSION),
+    Option("--k8s-bin-dir", "REAPER_K8S_BIN_DIR"),
+    Option("--cache-dir", "REAPER_CI_CACHE", str(DEFAULT_CACHE_DIR)),
+    Option("--state-dir", "REAPER_CI_STATE_DIR", str(DEFAULT_STATE_DIR)),
+    Option("--kind-node-image", "REAPER_KIND_NODE_IMAGE", DEFAULT_KIND_NODE_IMAGE),
+    Option("--runtime-class", "REAPER_RUNTIME_CLASS", "reaper-v2"),
+    Option("--shim-binary", "REAPER_SHIM_BINARY", "containerd-shim-reaper-v2"),
+    Option("--runtime-binary", "REAPER_RUNTIME_BINARY", "reaper-runtime"),
+    Option("--image", "REAPER_TEST_IMAGE", DEFAULT_IMAGE),
+)
+
+
 def _parser(prog: str, actions: Sequence[str] = ()) -> _Parser:
     p = _Parser(prog=prog, add_help=False, allow_abbrev=False)
-    p.add_argument("--source")
-    p.add_argument("--artifacts")
-    p.add_argument("--required-targets")
-    p.add_argument("--no-lint", action="store_true", default=None)
-    p.add_argument("--target-timeout")
-    p.add_argument("--provisioner", choices=("auto", "kind", "local"))
-    p.add_argument("--runtime", choices=("auto", "reaper", "runc"))
-    p.add_argument("--cluster-name")
-    p.add_argument("--keep-cluster", action="store_true", default=None)
-    p.add_argument("--repeat")
-    p.add_argument("--k8s-version")
-    p.add_argument("--etcd-version")
-    p.add_argument("--containerd-version")
-    p.add_argument("--k8s-bin-dir")
-    p.add_argument("--cache-dir")
-    p.add_argument("--state-dir")
-    p.add_argument("--kind-node-image")
-    p.add_argument("--runtime-class")
-    p.add_argument("--shim-binary")
-    p.add_argument("--runtime-binary")
-    p.add_argument("--image")
+    for o in OPTIONS:
+        if o.switch:
+            p.add_argument(o.flag, action="store_true", default=None)
+        else:
+            p.add_argument(o.flag, choices=o.choices or None)
     if actions:
         p.add_argument("action", nargs="?", choices=tuple(actions))
     return p
+
+
+def _values(ns: argparse.Namespace, env: Mapping[str, str], prog: str) -> dict[str, object]:
+    """Each option's value: the flag, else its environment twin, else its default (switches: bool)."""
+    out: dict[str, object] = {}
+    for o in OPTIONS:
+        given = getattr(ns, o.dest)
+        if o.switch:
+            out[o.dest] = bool(given) if given is not None else _truthy(_env(env, o.env))
+            continue
+        value = given if given is not None else (_env(env, o.env) or o.default)
+        if o.choices and value is not None and value not in o.choices:
+            raise UsageError(f"{prog}: {o.env}={value!r}: expected one of {', '.join(o.choices)}")
+        out[o.dest] = value
+    return out
 
 
 def _env(env: Mapping[str, str], name: str) -> str | None:
@@ -160,31 +203,26 @@ def parse(
         raise UsageError(f"{prog}: unexpected argument(s): {' '.join(rest)}")
     pytest_args = tuple(a for a in rest if a != "--")
 
-    source = _resolve_source(ns.source or _env(env, "REAPER_SOURCE"), cwd)
-    artifacts = Path(ns.artifacts or _env(env, "CI_ARTIFACTS_DIR") or (cwd / "artifacts")).resolve()
-    targets_raw = ns.required_targets if ns.required_targets is not None else _env(env, "REAPER_REQUIRED_TARGETS")
+    v = _values(ns, env, prog)
+    source = _resolve_source(v["source"], cwd)
+    artifacts = Path(v["artifacts"] or (cwd / "artifacts")).resolve()
+    targets_raw = v["required_targets"]
     required = DEFAULT_REQUIRED_TARGETS if targets_raw is None else tuple(t for t in targets_raw.split(",") if t.strip())
-    cache = Path(ns.cache_dir or _env(env, "REAPER_CI_CACHE") or (Path.home() / ".cache" / "reaper-ci"))
-    bin_dir = ns.k8s_bin_dir or _env(env, "REAPER_K8S_BIN_DIR")
+    bin_dir = v["k8s_bin_dir"]
     if bin_dir is not None and not Path(bin_dir).is_dir():
         raise UsageError(f"--k8s-bin-dir {bin_dir}: no such directory")
-    no_lint = ns.no_lint if ns.no_lint is not None else _truthy(_env(env, "REAPER_NO_LINT"))
-    target_timeout = _seconds("--target-timeout", ns.target_timeout or _env(env, "REAPER_TARGET_TIMEOUT"), DEFAULT_TARGET_TIMEOUT)
-    repeat = _count("--repeat", ns.repeat or _env(env, "REAPER_K8S_REPEAT"), 1)
-    keep = ns.keep_cluster if ns.keep_cluster is not None else (_env(env, "REAPER_KEEP_CLUSTER") in ("1", "true", "yes"))
-    names = {"--runtime-class": ns.runtime_class or _env(env, "REAPER_RUNTIME_CLASS") or "reaper-v2",
-             "--cluster-name": ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci"}
-    for flag, value in names.items():  # a RuntimeClass/handler and a kind cluster are DNS labels
+    target_timeout = _seconds("--target-timeout", v["target_timeout"], DEFAULT_TARGET_TIMEOUT)
+    repeat = _count("--repeat", v["repeat"], 1)
+    for flag in ("--runtime-class", "--cluster-name"):  # a RuntimeClass/handler and a kind cluster are DNS labels
+        value = v[flag[2:].replace("-", "_")]
         if not _DNS_LABEL.fullmatch(value):
             raise UsageError(f"{prog}: {flag} {value!r}: must be a DNS label (lowercase letters, digits and '-', "
                              "starting and ending with a letter or digit, at most 63 characters)")
-    for flag, value in (("--shim-binary", ns.shim_binary or _env(env, "REAPER_SHIM_BINARY")),
-                        ("--runtime-binary", ns.runtime_binary or _env(env, "REAPER_RUNTIME_BINARY"))):
-        if value is not None and (not value or "/" in value):
+    for flag in ("--shim-binary", "--runtime-binary"):
+        value = v[flag[2:].replace("-", "_")]
+        if not value or "/" in value:
             raise UsageError(f"{prog}: {flag} {value!r}: must be the name of a binary the workspace builds (no '/')")
-    requested = ns.runtime or _env(env, "REAPER_RUNTIME") or "auto"
-    if requested not in ("auto", "reaper", "runc"):
-        raise UsageError(f"{prog}: REAPER_RUNTIME={requested!r}: expected auto, reaper or runc")
+    requested = v["runtime"]
     if requested == "reaper" and source is None:
         raise UsageError(f"{prog}: --runtime reaper needs a Cargo workspace: --source PATH (or REAPER_SOURCE), or run "
                          "it in the workspace")
@@ -192,25 +230,25 @@ def parse(
         source=source,
         artifacts=artifacts,
         required_targets=tuple(t.strip() for t in required),
-        lint=not no_lint,
+        lint=not v["no_lint"],
         target_timeout=target_timeout,
-        provisioner=ns.provisioner or _env(env, "REAPER_PROVISIONER") or "auto",
+        provisioner=v["provisioner"],
         runtime=requested if requested != "auto" else ("reaper" if source else "runc"),
         runtime_requested=requested,
-        cluster_name=ns.cluster_name or _env(env, "REAPER_CLUSTER_NAME") or "reaper-ci",
-        keep_cluster=bool(keep),
+        cluster_name=v["cluster_name"],
+        keep_cluster=v["keep_cluster"],
         repeat=repeat,
-        k8s_version=ns.k8s_version or _env(env, "REAPER_K8S_VERSION") or DEFAULT_K8S_VERSION,
-        etcd_version=ns.etcd_version or _env(env, "REAPER_ETCD_VERSION") or DEFAULT_ETCD_VERSION,
-        containerd_version=ns.containerd_version or _env(env, "REAPER_CONTAINERD_VERSION") or DEFAULT_CONTAINERD_VERSION,
+        k8s_version=v["k8s_version"],
+        etcd_version=v["etcd_version"],
+        containerd_version=v["containerd_version"],
         k8s_bin_dir=Path(bin_dir).resolve() if bin_dir else None,
-        cache_dir=cache.resolve(),
-        state_dir=Path(ns.state_dir or _env(env, "REAPER_CI_STATE_DIR") or "/var/lib/reaper-ci"),
-        kind_node_image=ns.kind_node_image or _env(env, "REAPER_KIND_NODE_IMAGE") or DEFAULT_KIND_NODE_IMAGE,
-        runtime_class=ns.runtime_class or _env(env, "REAPER_RUNTIME_CLASS") or "reaper-v2",
-        shim_binary=ns.shim_binary or _env(env, "REAPER_SHIM_BINARY") or "containerd-shim-reaper-v2",
-        runtime_binary=ns.runtime_binary or _env(env, "REAPER_RUNTIME_BINARY") or "reaper-runtime",
-        image=ns.image or _env(env, "REAPER_TEST_IMAGE") or DEFAULT_IMAGE,
+        cache_dir=Path(v["cache_dir"]).resolve(),
+        state_dir=Path(v["state_dir"]),
+        kind_node_image=v["kind_node_image"],
+        runtime_class=v["runtime_class"],
+        shim_binary=v["shim_binary"],
+        runtime_binary=v["runtime_binary"],
+        image=v["image"],
         pytest_args=pytest_args,
         action=getattr(ns, "action", None),
         ci=_env(env, "CI") in ("1", "true", "True"),
@@ -218,7 +256,7 @@ def parse(
     )
 
 
-_DNS_LABEL = __import__("re").compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _truthy(raw: str | None) -> bool:

@@ -110,10 +110,14 @@ def info_path(state_dir: Path) -> Path:
     return Path(state_dir) / "cluster.json"
 
 
-def find_cluster_info(default_state_dir: Path = Path("/var/lib/reaper-ci")) -> Path | None:
+def find_cluster_info(default_state_dir: Path | None = None) -> Path | None:
     env = os.environ.get(CLUSTER_INFO_ENV)
     if env:
         return Path(env)
+    if default_state_dir is None:
+        from ci.config import DEFAULT_STATE_DIR
+
+        default_state_dir = DEFAULT_STATE_DIR
     p = info_path(default_state_dir)
     return p if p.is_file() else None
 

@@ -36,6 +36,7 @@ if str(HERE) not in sys.path:
 
 from ci import console  # noqa: E402
 from ci.cluster.base import CLUSTER_INFO_ENV, ClusterInfo, find_cluster_info  # noqa: E402
+from ci.config import DEFAULT_STATE_DIR  # noqa: E402
 from ci.contract import ARTIFACTS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE, SUITE_EXIT_SETUP, VERDICT_FILE  # noqa: E402
 from k8s_suite import naming, nodeproc, runstate  # noqa: E402
 from k8s_suite import timeouts as T  # noqa: E402
@@ -85,7 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _load_info() -> object:
     path = find_cluster_info()
     if path is None:
-        return (f"no cluster: {CLUSTER_INFO_ENV} is not set and /var/lib/reaper-ci/cluster.json does not exist "
+        return (f"no cluster: {CLUSTER_INFO_ENV} is not set and {DEFAULT_STATE_DIR / 'cluster.json'} does not exist "
                 "(bring one up with `nox -s cluster -- up`)")
     try:
         return ClusterInfo.load(path)

@@ -176,3 +176,19 @@ def test_names_that_kubernetes_or_kind_would_refuse_are_usage_errors(flag, value
 def test_binary_names_are_names_not_paths(flag, tmp_path):
     with pytest.raises(UsageError, match=f"{flag} 'target/release/x'"):
         parse([flag, "target/release/x"], {}, cwd=tmp_path)
+
+
+def test_every_option_is_in_the_table_once_and_documented_with_its_twin():
+    """Options come from one table (flag, environment twin, default): each flag and twin is unique,
+    parses, and README.md names both."""
+    readme = (config.REPO_ROOT / "README.md").read_text()
+    flags = [o.flag for o in config.OPTIONS]
+    envs = [o.env for o in config.OPTIONS]
+    assert len(set(flags)) == len(flags) and len(set(envs)) == len(envs)
+    missing = [f"{o.flag}/{o.env}" for o in config.OPTIONS if o.flag not in readme or o.env not in readme]
+    assert not missing, f"options README.md does not document: {missing}"
+
+
+def test_choice_twins_are_checked_like_flags(tmp_path):
+    with pytest.raises(UsageError, match="REAPER_PROVISIONER='docker': expected one of auto, kind, local"):
+        parse([], {"REAPER_PROVISIONER": "docker"}, cwd=tmp_path)
