@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ci.cargo import Target, run_env
+from ci.cargo import Target
+from ci.cargo_env import run_env
 from ci.cargo_libtest import TargetResult, result_filename, run_target
 
 MANIFEST_ENV = "REAPER_CI_PHASE1_MANIFEST"

@@ -33,7 +33,9 @@ from pathlib import Path
 from ci import cargo as cargo_mod
 from ci import config as config_mod
 from ci import console, junit_report
-from ci.cargo_libtest import TargetResult, write_shims
+from ci.cargo_env import package_env, sysroot_libs
+from ci.cargo_libtest import TargetResult
+from ci.cargo_proc import write_shims
 from ci.config import DEFAULT_REQUIRED_TARGETS, REPO_ROOT, Config
 from ci.errors import CIError, UsageError
 from ci.tools import run as run_tool
@@ -160,12 +162,12 @@ def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace
         "workspace_root": str(ws.root),
         "target_directory": str(ws.target_directory),
         "cargo": which("cargo") or "cargo",
-        "sysroot_libs": cargo_mod.sysroot_libs(cfg.source),
+        "sysroot_libs": sysroot_libs(cfg.source),
         "target_timeout": cfg.target_timeout,
         "shim_dir": str(write_shims(paths["dir"] / "shims", os.environ.get("RUSTC_BOOTSTRAP"))),
         "results_dir": str(paths["results"]),
         "raw_dir": str(paths["raw"]),
-        "package_env": {pid: cargo_mod.package_env(pkg) for pid, pkg in ws.packages.items()},
+        "package_env": {pid: package_env(pkg) for pid, pkg in ws.packages.items()},
         "targets": [t.to_json() for t in ws.targets],
         "missing": missing,
     }

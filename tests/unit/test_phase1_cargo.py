@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ci import cargo
+from ci import cargo, cargo_env
 from ci.cargo import Target
 
 
@@ -156,7 +156,7 @@ def test_fmt_files_relative_to_root(tmp_path):
 def test_package_env_splits_the_version():
     pkg = {"name": "p", "version": "1.2.3-rc.1+build.5", "manifest_path": "/w/p/Cargo.toml", "authors": ["a", "b"],
            "description": "d", "readme": "/w/p/README.md", "rust_version": "1.70"}
-    env = cargo.package_env(pkg)
+    env = cargo_env.package_env(pkg)
     assert env["CARGO_MANIFEST_DIR"] == "/w/p"
     assert (env["CARGO_PKG_VERSION_MAJOR"], env["CARGO_PKG_VERSION_MINOR"], env["CARGO_PKG_VERSION_PATCH"],
             env["CARGO_PKG_VERSION_PRE"]) == ("1", "2", "3", "rc.1")
@@ -175,7 +175,7 @@ def test_config_env_nearest_wins_and_respects_force(tmp_path, monkeypatch):
     (inner / ".cargo" / "config.toml").write_text(
         '[env]\nSHARED = "inner"\nALREADY = "cfg"\nFORCED = { value = "f", force = true }\n'
         'REL = { value = "data", relative = true }\n')
-    env = cargo.config_env(inner, home=tmp_path / "nohome")
+    env = cargo_env.config_env(inner, home=tmp_path / "nohome")
     assert env["OUTER"] == "o" and env["SHARED"] == "inner" and env["FORCED"] == "f"
     assert "ALREADY" not in env  # without force, the shell's value stays
     assert env["REL"] == str(inner / "data")
@@ -184,7 +184,7 @@ def test_config_env_nearest_wins_and_respects_force(tmp_path, monkeypatch):
 def test_run_env_library_path_and_package_vars(monkeypatch):
     monkeypatch.setenv("LD_LIBRARY_PATH", "/old")
     t = _target("integration_io", executable="/w/target/debug/deps/integration_io-1")
-    env = cargo.run_env(t, {"CARGO_PKG_NAME": "p"}, cargo_path="/bin/cargo", sysroot_libs=["/sys/lib"],
+    env = cargo_env.run_env(t, {"CARGO_PKG_NAME": "p"}, cargo_path="/bin/cargo", sysroot_libs=["/sys/lib"],
                         config_dir=Path("/nonexistent"))
     assert env["CARGO_PKG_NAME"] == "p" and env["CARGO"] == "/bin/cargo"
     assert env["LD_LIBRARY_PATH"].split(":") == ["/w/target/debug", "/w/target/debug/deps", "/sys/lib", "/old"]

@@ -240,7 +240,7 @@ def test_shims_undo_our_rustc_bootstrap(tmp_path, original, seen):
     for name in ("cargo", "rustc"):
         (real / name).write_text(f'#!/bin/sh\necho "{name} ${{RUSTC_BOOTSTRAP-unset}} $*"\n')
         (real / name).chmod(0o755)
-    from ci.cargo_libtest import bootstrap_env, write_shims
+    from ci.cargo_proc import bootstrap_env, write_shims
 
     shims = write_shims(tmp_path / "shims", original, path=str(real))
     assert sorted(p.name for p in shims.iterdir()) == ["cargo", "rustc"]  # no rustdoc on this PATH
@@ -256,7 +256,7 @@ def test_shims_undo_our_rustc_bootstrap(tmp_path, original, seen):
 
 def test_interrupt_kills_the_binary(tmp_path):
     """Ctrl-C while a target runs must not leave its test binary (in its own session) behind."""
-    from ci.cargo_libtest import _stream
+    from ci.cargo_proc import _stream
 
     pidfile = tmp_path / "pid"
     t = fake_binary(tmp_path, f"""
@@ -298,7 +298,7 @@ def test_processes_left_behind_are_reported_and_terminated(tmp_path, kill):
         assert r.ok  # leftovers are reported, not a test failure
         assert r.leftovers == [f"{pid} {daemon} 300"]
         assert f"fake_test left 1 process(es) running; {'terminated' if kill else 'left running'}" in r.echoed
-        from ci.cargo_libtest import _alive
+        from ci.cargo_proc import _alive
 
         assert _alive(pid) is (not kill)
     finally:
