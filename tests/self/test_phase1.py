@@ -188,8 +188,12 @@ def test_missing_required_target(phase1):
 
 def test_required_targets_option_and_env(phase1):
     assert phase1("missing", "--required-targets", "integration_io").code == 0
+    # a target named explicitly that the workspace does not have is a usage error (exit 2), said at
+    # once from cargo metadata: before fmt, clippy or any build (the default targets missing is a
+    # product failure, exit 1: test_missing_required_target above)
     run = phase1("missing", env={"REAPER_REQUIRED_TARGETS": "integration_io,lib_that_is_not_there"})
-    assert_one_line(run, 1, "required cargo test target(s) missing: lib_that_is_not_there")
+    assert_one_line(run, 2, "--required-targets names target(s) the workspace", "lib_that_is_not_there")
+    assert "cargo fmt" not in run.proc.stdout and "cargo test --no-run" not in run.proc.stdout
 
 
 def test_compile_error(phase1):
