@@ -185,49 +185,6 @@ def shim_process(cfg: Config, runtime: str) -> str:
 
 # ---------------------------------------------------------------------------- a node's own containerd (kind)
 
-HANDLER_BEGIN = "# >>> reaper-ci RuntimeClass handler (managed by reaper-ci; replaced on every install) >>>"
-HANDLER_END = "# <<< reaper-ci RuntimeClass handler <<<"
-
-
-def with_handler_block(config_text: str, block: str) -> str:
-    """``config_text`` with our marked handler block replaced (or appended at the end)."""
-    kept, inside = [], False
-    for line in config_text.splitlines(keepends=True):
-        if line.strip() == HANDLER_BEGIN:
-            inside = True
-        elif line.strip() == HANDLER_END:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "".join(kept).rstrip("\n") + f"\n\n{HANDLER_BEGIN}\n{block.rstrip(chr(10))}\n{HANDLER_END}\n"
-
-
-def install_handler(access: NodeAccess, node: str, cfg: Config, runtime: str,
-                    config_path: str = "/etc/containerd/config.toml", runc_root: str | None = None) -> bool:
-    """Put the RuntimeClass handler entry into the node's containerd config (version 2 or 3, read
-    from the file). Idempotent; returns True when the file changed (containerd must restart)."""
-    import tomllib
-
-    current = access.read_file(node, config_path)
-    if current is None:
-        raise SetupError(f"{node}: no containerd config at {config_path}")
-    try:
-        version = int(tomllib.loads(current).get("version", 1))
-    except (tomllib.TOMLDecodeError, ValueError) as e:
-        raise SetupError(f"{node}:{config_path} is not valid TOML: {e}") from None
-    block = handler_toml(cfg.runtime_class, runtime, cfg.runtime_type, runc_root, config_version=version)
-    new = with_handler_block(current, block)
-    try:
-        tomllib.loads(new)
-    except tomllib.TOMLDecodeError as e:
-        raise SetupError(f"{node}:{config_path} with handler {cfg.runtime_class} added is not valid TOML ({e}); "
-                         f"does the file define that handler itself?") from None
-    if new == current:
-        return False
-    access.write_file(node, config_path, new)
-    return True
-
-
 def restart_containerd(access: NodeAccess, node: str, restart: tuple[str, ...] = ("systemctl", "restart", "containerd"),
                        timeout: float = 60) -> None:
     """Restart the node's containerd and wait (with a deadline) until ``ctr version`` answers."""
