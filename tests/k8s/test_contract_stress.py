@@ -94,9 +94,15 @@ def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
     assert r.returncode == 0, f"restarting containerd on {node} failed (exit {r.returncode}): {(r.stdout + r.stderr).strip()}"
     print(f"containerd restarted: {r.stdout.strip()}")
     at_restart = _last_tick(kube, name)
-    # exec works again once the kubelet reaches the new containerd (bounded retry, each attempt logged)
+    # exec works again once the kubelet reaches the new containerd (bounded retry, each attempt
+    # logged); a container that ended meanwhile did not survive the restart: that is the verdict
     deadline, attempts = time.monotonic() + CRI_BACK, []
     while True:
+        ended = podstate.terminated(kube.get(name))
+        assert not ended, (
+            f"the container did not survive the containerd restart: it ended with exit {ended.get('exitCode')} "
+            f"({ended.get('reason')}) at {ended.get('finishedAt')}: the runtime's shim lost its task or containerd "
+            f"could not reconnect to it: {podstate.describe(kube.get(name))}")
         res = kube.exec(name, ["/bin/sh", "-c", f"echo exec-after-restart-{kube.token}"])
         attempts.append(res.describe())
         if res.exit_code == 0 or time.monotonic() > deadline:
