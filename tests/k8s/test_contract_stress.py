@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from k8s_suite import manifests as m
 from k8s_suite import naming, podstate
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
@@ -46,21 +45,23 @@ def _describe_long(line: str, head: str, tail: str) -> str:
 
 def test_s43_many_exits_and_execs_at_once(kube):
     node = kube.info.nodes[0]
-    sync = kube.node_dir(node, "go")
     token = kube.token
     names = [kube.name(f"exit{i}") for i in range(MANY)]
-    # each pod waits (its own 0.05 s poll) for the go file, then all end at once, each with its own code
-    pods = [kube.pod(f"exit{i}", sh(f"echo start-{i}-{token}; while [ ! -f /go{i}/go ]; do sleep 0.05; done; "
-                                    f"echo end-{i}-{token}; exit {10 + i}"),
-                     node_name=node, grace=1, volumes=[m.hostpath_volume("go", sync, "DirectoryOrCreate")],
-                     mounts=[m.mount("go", f"/go{i}")]) for i in range(MANY)]
+    # each pod waits (its own 0.05 s poll) for its release file, then ends with its own code; the
+    # releases are execs, all at once, so the 20 exits and 20 more execs race in the runtime together
+    pods = [kube.pod(f"exit{i}", sh(f"echo start-{i}-{token}; while [ ! -f /tmp/go-{token}-{i} ]; do sleep 0.05; done; "
+                                    f"echo end-{i}-{token}; exit {10 + i}"), node_name=node, grace=1)
+            for i in range(MANY)]
     target, _, _ = kube.sleeping_pod("execs", node_name=node)
-    with ThreadPoolExecutor(MANY) as pool:
+    with ThreadPoolExecutor(2 * MANY) as pool:
         list(pool.map(kube.create, pods))
         list(pool.map(kube.wait_running, names))
-        kube.write_node_file(node, f"{sync}/go", "go\n")
-        execs = list(pool.map(lambda i: kube.exec(target, ["/bin/sh", "-c", f"echo exec-{i}-{token}; "
-                                                           f"echo err-{i}-{token} >&2; exit {i + 1}"]), range(MANY)))
+        releases = [pool.submit(kube.exec, names[i], ["touch", f"/tmp/go-{token}-{i}"]) for i in range(MANY)]
+        execs = [pool.submit(kube.exec, target, ["/bin/sh", "-c", f"echo exec-{i}-{token}; echo err-{i}-{token} >&2; "
+                                                 f"exit {i + 1}"]) for i in range(MANY)]
+        releases, execs = [f.result() for f in releases], [f.result() for f in execs]
+        bad = [f"release of pod {i}: {r.describe()}" for i, r in enumerate(releases) if r.exit_code != 0]
+        assert not bad, "exec into the waiting pods failed:\n" + "\n".join(bad)
         ended = list(pool.map(lambda nm: kube.wait_exited(nm, require_zero=False), names))
     problems = []
     for i, res in enumerate(execs):
