@@ -271,7 +271,8 @@ class Kube:
                 ws.close_channel(0)
             ws.run_forever(timeout=timeout)
             if ws.is_open():
-                raise WaitError(f"exec {list(argv)} in {self.ns}/{name}: still running after {timeout:.0f}s")
+                raise WaitError(f"exec {list(argv)} in {self.ns}/{name}: still running after {timeout:.0f}s "
+                                f"(stdout so far {ws.read_channel(1)[-200:]!r}, stderr {ws.read_channel(2)[-200:]!r})")
             out, err, raw = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
         finally:
             ws.close()
