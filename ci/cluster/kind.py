@@ -36,8 +36,6 @@ from ci.config import Config
 from ci.errors import CIError, RuntimeFailure, SetupError, SmokeFailed, ToolMissing
 from ci.wait import until
 
-SMOKE_POD = verify.SMOKE_POD
-SMOKE_TEXT = verify.SMOKE_TEXT
 HOST_BUSYBOX = Path("/bin/busybox")
 IMAGE_ARCHIVE = "image.tar"  # under the state folder: the single-platform archive `kind load image-archive` reads
 
@@ -49,7 +47,6 @@ class Timeouts:
     BUILD = 3600  # cargo build of shim + runtime for the musl target
     NODE_READY = 240
     SMOKE_POD = 120
-    SMOKE_PHASE = 10  # after the smoke container's clean exit, for the pod to turn Succeeded
     COMMAND = 120  # any other single command
     POLL = 1.0  # interval between two looks at a condition
 
@@ -157,9 +154,9 @@ class KindProvisioner(Provisioner):
             # kind nodes keep the stock kubelet/CRI log/containerd paths (ClusterInfo's defaults)
             runtime_type=cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
             runtime_binary=cfg.runtime_binary if runtime == "reaper" else "runc",
-            containerd_restart="systemctl restart containerd",  # kind nodes run containerd as a systemd unit
+            containerd_restart=" ".join(rt.SYSTEMD_CONTAINERD_RESTART),  # kind nodes run containerd as a systemd unit
         )
-        verify.smoke(self.api, info, self._wait, timeout=Timeouts.SMOKE_POD, phase_timeout=Timeouts.SMOKE_PHASE, clock=self.clock)
+        verify.smoke(self.api, info, self._wait, timeout=Timeouts.SMOKE_POD, clock=self.clock)
         info.save(info_path(cfg.state_dir))
         return info
 

@@ -185,7 +185,10 @@ def shim_process(cfg: Config, runtime: str) -> str:
 
 # ---------------------------------------------------------------------------- a node's own containerd (kind)
 
-def restart_containerd(access: NodeAccess, node: str, restart: tuple[str, ...] = ("systemctl", "restart", "containerd"),
+SYSTEMD_CONTAINERD_RESTART = ("systemctl", "restart", "containerd")  # a node running containerd as a systemd unit (kind)
+
+
+def restart_containerd(access: NodeAccess, node: str, restart: tuple[str, ...] = SYSTEMD_CONTAINERD_RESTART,
                        timeout: float = 60) -> None:
     """Restart the node's containerd and wait (with a deadline) until ``ctr version`` answers."""
     import time

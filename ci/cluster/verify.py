@@ -23,6 +23,7 @@ SMOKE_POD = "reaper-ci-smoke"
 SMOKE_TEXT = "reaper-ci-smoke-ok"
 MANAGED = {"app.kubernetes.io/managed-by": "reaper-ci"}
 REQUEST = 10  # seconds per API request
+SMOKE_PHASE = 10  # seconds after the smoke container's clean exit for the pod to turn Succeeded
 
 
 class Api(Protocol):
@@ -194,7 +195,7 @@ def smoke_manifest(info: ClusterInfo) -> dict:
     }
 
 
-def smoke(api: Api, info: ClusterInfo, wait: Wait, *, timeout: float, phase_timeout: float,
+def smoke(api: Api, info: ClusterInfo, wait: Wait, *, timeout: float, phase_timeout: float = SMOKE_PHASE,
           clock: Callable[[], float] = time.monotonic) -> None:
     """A pod on the handler must run its container to a clean exit (Succeeded, or its container
     terminated with exit code 0: :func:`smoke_verdict`) and its output must read back. A pod

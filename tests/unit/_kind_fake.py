@@ -148,7 +148,7 @@ def _fresh_cluster_rules(tmp_path: Path, marker: str | None = None, clusters: st
         (("docker", "version"), Result(0, DOCKER_28_API)),
         (("api", "get", "nodes"), Result(0, READY)),
         (("api", "get", "pod"), Result(0, SUCCEEDED)),
-        (("api", "logs"), Result(0, kind_mod.SMOKE_TEXT + "\n")),
+        (("api", "logs"), Result(0, verify.SMOKE_TEXT + "\n")),
     ]
 
 

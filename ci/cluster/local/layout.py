@@ -45,7 +45,6 @@ BRIDGE = "rci0"
 CNI_NETWORK = "reaper-ci"
 
 
-SMOKE_TEXT = "reaper-ci-smoke-ok"
 
 
 CNI_BIN_DIR = "/usr/lib/cni"
@@ -80,7 +79,6 @@ class Timeouts:
     NODE_READY = 180
     SERVICE_ACCOUNT = 120
     SMOKE_POD = 180
-    SMOKE_PHASE = 10  # after the smoke container's clean exit, for the pod to turn Succeeded
     STOP = 20
 
 

@@ -178,7 +178,7 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
             **self._node_fields(runtime),
         )
         verify.smoke(self.api, info, lambda what, probe, timeout: self._wait(what, probe, timeout, watch=COMPONENTS),
-                     timeout=Timeouts.SMOKE_POD, phase_timeout=Timeouts.SMOKE_PHASE)
+                     timeout=Timeouts.SMOKE_POD)
         info.save(lay.info)
         console.info(f"local cluster up in {time.monotonic() - started:.1f}s: kubeconfig {lay.kubeconfig}")
         return info

@@ -75,26 +75,28 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _signal(pids: Iterable[int], sig: int) -> None:
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_gone(pids: Sequence[int], seconds: float, poll: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and any(_start_time(p) for p in pids):
+        time.sleep(poll)  # poll interval until every pid is gone or the deadline
+
+
 def _kill_wait(pids: Iterable[int], deadline: float) -> list[int]:
     """SIGTERM, wait until ``deadline``, then SIGKILL; returns pids that had to be killed."""
     pids = [p for p in pids if _start_time(p)]
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    end = time.monotonic() + deadline
-    while time.monotonic() < end and any(_start_time(p) for p in pids):
-        time.sleep(0.1)
+    _signal(pids, signal.SIGTERM)
+    _wait_gone(pids, deadline, 0.1)
     killed = [p for p in pids if _start_time(p)]
-    for p in killed:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    end = time.monotonic() + 5
-    while time.monotonic() < end and any(_start_time(p) for p in killed):
-        time.sleep(0.05)
+    _signal(killed, signal.SIGKILL)
+    _wait_gone(killed, 5, 0.05)
     return killed
 
 

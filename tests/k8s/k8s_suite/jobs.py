@@ -84,12 +84,8 @@ def wait_finished(kube: "Kube", name: str, timeout: float = T.POD_FINISH, *, max
             made = pods(kube, name)
             if len(made) > max_pods:
                 raise AssertionError(f"{describe(job)}: the controller created {len(made)} pods, at most {max_pods} "
-                                     "expected: " + "; ".join(_pod_line(p) for p in made))
+                                     "expected: " + "; ".join(podstate.describe(p) for p in made))
         if time.monotonic() > deadline:
             raise WaitError(f"{describe(job)}: no Complete/Failed condition within {timeout:.0f}s; pods: "
-                            + "; ".join(_pod_line(p) for p in pods(kube, name)))
+                            + "; ".join(podstate.describe(p) for p in pods(kube, name)))
         time.sleep(0.25)  # poll interval until the deadline
-
-
-def _pod_line(p: Mapping[str, Any]) -> str:
-    return podstate.describe(p)
