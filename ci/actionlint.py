@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from ci.errors import ToolMissing
+from ci.tools import ShRunner
 
 VERSION = "v1.7.12"
 
@@ -30,13 +30,8 @@ def ensure(cache_dir: Path | None = None) -> Path:
     if not go:
         raise ToolMissing("`actionlint` not found on PATH and no `go` to build it: install actionlint or Go")
     gobin.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [go, "install", f"github.com/rhysd/actionlint/cmd/actionlint@{VERSION}"],
-        env={**os.environ, "GOBIN": str(gobin), "CGO_ENABLED": "0"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0 or not binary.is_file():
-        raise ToolMissing(f"building actionlint {VERSION} with go failed: {proc.stderr.strip()[-300:]}")
+    r = ShRunner()([go, "install", f"github.com/rhysd/actionlint/cmd/actionlint@{VERSION}"], check=False,
+                   env={"GOBIN": str(gobin), "CGO_ENABLED": "0"}, timeout=900)
+    if r.returncode != 0 or not binary.is_file():
+        raise ToolMissing(f"building actionlint {VERSION} with go failed: {r.out.strip()[-300:]}")
     return binary

@@ -1,9 +1,20 @@
 """Every external binary is wrapped here, once, with ``sh``.
 
 ``tool("cargo")`` returns a baked ``sh.Command`` or raises :class:`ToolMissing` with one
-line that says what to install. :func:`run` streams a command's output live to the console
-and into a log file, and turns a failure into a :class:`CIError` whose message is one line,
-while the full output stays in the log.
+line that says what to install. Two ways in, by purpose:
+
+- :func:`run` streams a long step's output live to the console and into a log file (cargo, go
+  builds), and turns a failure into a :class:`CIError` whose message is one line.
+- :class:`ShRunner` runs a command to completion and returns a :class:`Result` (exit code,
+  stdout, stderr): the provisioners, node access (:class:`ci.cluster.base.NodeAccess`), host
+  clean-up and the cluster's tools all go through it, so tests inject one fake runner.
+
+Documented exceptions, on purpose outside sh: processes that outlive the call (the local
+cluster's daemons, ``ci.cluster.local.supervise`` and ``ci.cluster.restart_local``: Popen with
+pid files); the libtest line pump (``ci.cargo_proc``: per-line deadlines on a process group);
+``ci.cluster.k8s_build`` (stdlib only: it builds Kubernetes before any venv); Phase 1's
+``pytest --collect-only`` probe of the pipeline's own interpreter (it drops a variable from
+the environment).
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import os
 from dataclasses import dataclass
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping, Protocol, Sequence, TextIO
 
@@ -114,60 +126,99 @@ def _tail(text: str, lines: int = 1) -> str:
 # ---------------------------------------------------------------------------- the runner
 
 
+def _expire(proc: sh.RunningCommand, expired: threading.Event) -> None:
+    expired.set()
+    try:
+        proc.kill()
+    except (ProcessLookupError, OSError):
+        pass  # it ended on its own meanwhile
+
+
 @dataclass(frozen=True)
 class Result:
+    """A finished command. ``out`` is stdout and stderr together, or stdout only when the call
+    asked for ``stderr=False`` (then stderr is in ``err``). ``returncode`` is negative for a signal."""
+
     returncode: int
-    out: str  # stdout and stderr together; stdout only when the call asked for ``stderr=False``
+    out: str
+    err: str = ""
+
+    @property
+    def stdout(self) -> str:
+        return self.out
+
+    @property
+    def stderr(self) -> str:
+        return self.err
 
 
 class Runner(Protocol):
-    def __call__(self, argv: Sequence[str], *, check: bool = True, input: str | None = None,
-                 timeout: float | None = None, cwd: Path | None = None, stderr: bool = True) -> Result: ...
+    def __call__(self, argv: Sequence[str], *, check: bool = True, input: str | bytes | None = None,
+                 timeout: float | None = None, cwd: Path | None = None, stderr: bool = True,
+                 env: Mapping[str, str] | None = None) -> Result: ...
 
 
 class ShRunner:
-    """The real runner: binaries through :func:`ci.tools.tool` (sh), output appended to ``log``.
+    """The one way to run a binary to completion: found through :func:`tool` (sh), output appended
+    to ``log`` (None: no log). ``env`` adds to this process's environment.
 
     ``check`` turns a non-zero exit into a one-line SetupError naming the command, the exit code,
     the last output line and the log file. ``stderr=False`` keeps stderr out of ``Result.out``
     (for output that is parsed: JSON, TOML, a kubeconfig); it still goes to the log.
     """
 
-    def __init__(self, log: Path, extra_path: Iterable[Path] = ()):
+    def __init__(self, log: Path | None = None, extra_path: Iterable[Path] = ()):
         self.log = log
         self.extra_path = tuple(extra_path)
 
-    def __call__(self, argv: Sequence[str], *, check: bool = True, input: str | None = None,
-                 timeout: float | None = None, cwd: Path | None = None, stderr: bool = True) -> Result:
+    def __call__(self, argv: Sequence[str], *, check: bool = True, input: str | bytes | None = None,
+                 timeout: float | None = None, cwd: Path | None = None, stderr: bool = True,
+                 env: Mapping[str, str] | None = None) -> Result:
         cmd = tool(argv[0], extra_path=self.extra_path)
-        chunks: list[str] = []
-        errs: list[str] = []
-        kw: dict = dict(_out=chunks.append, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False)
+        # No sh output callbacks and no sh `_timeout`: both poll in 0.1 s steps (~100 ms a call);
+        # sh collects the output itself, and a Timer kills the command at its deadline.
+        kw: dict = dict(_bg=True, _bg_exc=False, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False)
         if stderr:
             kw["_err_to_out"] = True
-        else:
-            kw["_err"] = errs.append
         if input is not None:
             kw["_in"] = input
-        if timeout is not None:
-            kw["_timeout"] = timeout
         if cwd is not None:
             kw["_cwd"] = str(cwd)
+        if env is not None:
+            kw["_env"] = {**os.environ, **env}
         shown = " ".join(map(str, argv))
+        proc = cmd(*map(str, argv[1:]), **kw)
+        expired = threading.Event()
+        timer = threading.Timer(timeout, _expire, (proc, expired)) if timeout is not None else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         try:
-            code = cmd(*map(str, argv[1:]), **kw).exit_code
-        except sh.TimeoutException:
-            self._write(shown, "".join(chunks) + "".join(errs), "timed out")
-            raise SetupError(f"`{shown[:200]}` timed out after {timeout:.0f}s (log: {self.log})") from None
-        out, err = "".join(chunks), "".join(errs)
+            proc.wait()
+            code = proc.exit_code
+        except sh.SignalException as e:  # killed by a signal: not in _ok_code
+            code = e.exit_code
+        finally:
+            if timer:
+                timer.cancel()
+        out = proc.stdout.decode("utf-8", errors="replace")
+        err = "" if stderr else proc.stderr.decode("utf-8", errors="replace")
+        if expired.is_set():
+            self._write(shown, out + err, "timed out")
+            raise SetupError(f"`{shown[:200]}` timed out after {timeout:g}s{self._where()}")
         self._write(shown, out + (f"[stderr]\n{err}" if err else ""), f"exit {code}")
         if check and code != 0:
             both = (out + "\n" + err).strip()
             last = " | ".join(r.strip() for r in both.splitlines()[-2:] if r.strip())[:300]
-            raise SetupError(f"`{shown[:200]}` failed with exit {code} (log: {self.log}){': ' + last if last else ''}")
-        return Result(code, out)
+            raise SetupError(f"`{shown[:200]}` failed with exit {code}{self._where()}{': ' + last if last else ''}")
+        return Result(code, out, err)
+
+    def _where(self) -> str:
+        return f" (log: {self.log})" if self.log else ""
 
     def _write(self, shown: str, out: str, end: str) -> None:
+        if self.log is None:
+            return
         try:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log, "a", encoding="utf-8", errors="replace") as fh:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 
 from ci.cluster.base import Provisioner
 from ci.config import Config
-from ci.errors import ToolMissing
+from ci.errors import SetupError, ToolMissing
+from ci.tools import ShRunner
 
 
 def kind_usable() -> str | None:
@@ -19,8 +19,8 @@ def kind_usable() -> str | None:
     if not shutil.which("kind"):
         return "no `kind` on PATH"
     try:
-        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        r = ShRunner()(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, stderr=False, timeout=20)
+    except SetupError as e:  # timed out
         return f"`docker info` failed ({e})"
     if r.returncode != 0 or not r.stdout.strip():
         return "the Docker daemon does not answer (`docker info` failed)"

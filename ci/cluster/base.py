@@ -12,12 +12,13 @@ from __future__ import annotations
 import abc
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ci.contract import CLUSTER_INFO_ENV  # noqa: E402  (re-exported: the provisioners' side)
+from ci.errors import SetupError
+from ci.tools import Result, Runner, ShRunner
 
 
 @dataclass(frozen=True)
@@ -60,25 +61,30 @@ class ClusterInfo:
         data["nodes"] = tuple(data.get("nodes", ()))
         return cls(**data)
 
-    def node_access_impl(self) -> "NodeAccess":
+    def node_access_impl(self, runner: Runner | None = None) -> "NodeAccess":
         if self.node_access == "local":
-            return LocalNode()
+            return LocalNode(runner)
         if self.node_access == "docker":
-            return DockerNode()
+            return DockerNode(runner)
         raise ValueError(f"unknown node access {self.node_access!r}")
 
 
 class NodeAccess(abc.ABC):
-    """Run a command on a node, read a file there. Results never raise on non-zero exit."""
+    """Run a command on a node, read and write files there, through the one runner
+    (:class:`ci.tools.ShRunner` unless one is given). Results never raise on non-zero exit;
+    ``Result.stdout``/``.stderr`` are kept apart."""
+
+    def __init__(self, runner: Runner | None = None):
+        self.runner: Runner = runner if runner is not None else ShRunner()
 
     @abc.abstractmethod
     def argv(self, node: str, argv: Sequence[str]) -> list[str]:
         """The host command line that runs ``argv`` on ``node``."""
 
-    def run(self, node: str, argv: Sequence[str], timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(node, argv), capture_output=True, text=True, timeout=timeout, input=input)
+    def run(self, node: str, argv: Sequence[str], timeout: float = 30, input: str | bytes | None = None) -> Result:
+        return self.runner(self.argv(node, argv), check=False, input=input, timeout=timeout, stderr=False)
 
-    def sh(self, node: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    def sh(self, node: str, script: str, timeout: float = 30) -> Result:
         return self.run(node, ["/bin/sh", "-c", script], timeout=timeout)
 
     def read_file(self, node: str, path: str, timeout: float = 30) -> str | None:
@@ -89,7 +95,16 @@ class NodeAccess(abc.ABC):
     def write_file(self, node: str, path: str, content: str, timeout: float = 30) -> None:
         r = self.run(node, ["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", path], timeout=timeout, input=content)
         if r.returncode != 0:
-            raise RuntimeError(f"writing {path} on {node} failed: {r.stderr.strip()}")
+            raise SetupError(f"writing {path} on {node} failed: {(r.stderr or r.stdout).strip()[-300:]}")
+
+    def put(self, node: str, src: Path, dest: str, mode: str = "0755", timeout: float = 120) -> None:
+        """Copy a (binary) file onto ``node`` atomically: a temporary beside ``dest``, then a rename,
+        so a running shim never sees a half-written binary."""
+        tmp = f"{dest}.reaper-ci-tmp"
+        script = f'mkdir -p "$(dirname "$1")" && cat > "$2" && chmod {mode} "$2" && mv -f "$2" "$1"'
+        r = self.run(node, ["/bin/sh", "-c", script, "sh", dest, tmp], timeout=timeout, input=Path(src).read_bytes())
+        if r.returncode != 0:
+            raise SetupError(f"installing {Path(src).name} to {node}:{dest} failed: {(r.stderr or r.stdout).strip()[:300]}")
 
 
 class LocalNode(NodeAccess):

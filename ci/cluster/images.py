@@ -12,13 +12,13 @@ import hashlib
 import io
 import json
 import platform
-import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ci.errors import SetupError
+from ci.tools import ShRunner
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -97,10 +97,10 @@ def pause_layer(pause_binary: Path) -> Layer:
 
 
 def busybox_applets(busybox: Path) -> list[str]:
-    proc = subprocess.run([str(busybox), "--list"], capture_output=True, text=True)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise SetupError(f"{busybox} --list failed (exit {proc.returncode}); is it Debian's busybox-static?")
-    return [a.strip() for a in proc.stdout.split() if a.strip() and "/" not in a]
+    r = ShRunner()([str(busybox), "--list"], check=False, stderr=False)
+    if r.returncode != 0 or not r.out.strip():
+        raise SetupError(f"{busybox} --list failed (exit {r.returncode}); is it Debian's busybox-static?")
+    return [a.strip() for a in r.out.split() if a.strip() and "/" not in a]
 
 
 def busybox_layer(busybox: Path, applets: Sequence[str]) -> Layer:

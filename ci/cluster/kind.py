@@ -10,7 +10,7 @@ ServiceAccount, creates the RuntimeClass, loads the test image as a single-platf
 a smoke pod and writes the :class:`ClusterInfo` (``node_access`` ``docker``). kubectl is the node
 image's own (copied out of the node: same version as the cluster).
 
-Every external command goes through an injectable runner (:mod:`ci.cluster.kind_run`), so unit
+Every external command goes through an injectable runner (:class:`ci.tools.Runner`), so unit
 tests check the exact command sequence without Docker. The kubeconfig lives in its own file under
 the state folder; ``~/.kube/config`` is never touched.
 """
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from ci import console
 from ci.cluster import runtime as rt, verify
-from ci.cluster.base import ClusterInfo, Provisioner, info_path
+from ci.cluster.base import ClusterInfo, DockerNode, Provisioner, info_path
 from ci.cluster.kind_config import (  # noqa: F401  (re-exported: the kind path's names in one place)
     API_SAVE_PLATFORM, CI_LOG_DIR, CONFIG_MARKER, CONTAINERD_DROPIN, CRI_BASE_SPEC, CRI_PLUGINS, JOURNAL_UNIT,
     JOURNAL_UNIT_FILE, JOURNALED, KIND_CONFIG_FILE, KIND_VERSION, NODE_BIN, NODE_KUBECTL, POD_ANNOTATIONS,
@@ -31,7 +31,7 @@ from ci.cluster.kind_config import (  # noqa: F401  (re-exported: the kind path'
     config_digest, containerd_dropin, cri_ready, effective_handler, handler_entry, journal_unit,
     reaper_node_env, render_config, target_triple,
 )
-from ci.cluster.kind_run import Result, Runner, RunnerNode, ShRunner  # noqa: F401  (re-exported for the tests)
+from ci.tools import Result, Runner, ShRunner  # noqa: F401  (re-exported for the tests)
 from ci.config import Config
 from ci.errors import CIError, RuntimeFailure, SetupError, SmokeFailed, ToolMissing
 from ci.wait import until
@@ -69,7 +69,7 @@ class KindProvisioner(Provisioner):
         self.run = runner or ShRunner(self.log, extra_path=(self.bin,))
         self.sleep = sleep
         self.clock = clock
-        self.access = RunnerNode(self.run)
+        self.access = DockerNode(self.run)
         self._api_factory = api
         self._api: verify.Api | None = None
 
@@ -235,12 +235,7 @@ class KindProvisioner(Provisioner):
         """Copy the binaries into the node's /usr/local/bin (temporary name, then rename: a running
         shim keeps its old file) and give containerd reaper's environment (:func:`reaper_node_env`:
         what reaper's own install sets); restart containerd when that changed."""
-        for src in (shim, runtime_bin):
-            dest = f"{NODE_BIN}/{src.name}"
-            self.run(["docker", "cp", str(src), f"{node}:{dest}.reaper-ci-tmp"], timeout=Timeouts.COMMAND)
-            self.run(["docker", "exec", node, "/bin/sh", "-c", f'chmod 0755 "$1.reaper-ci-tmp" && mv -f "$1.reaper-ci-tmp" "$1"', "sh", dest],
-                     timeout=Timeouts.COMMAND)
-        self.run(["docker", "exec", node, f"{NODE_BIN}/{self.cfg.runtime_binary}", "--help"], timeout=Timeouts.COMMAND)
+        rt.install_reaper(self.access, node, rt.Built(shim, runtime_bin), NODE_BIN, self.cfg)
         self.run(["docker", "exec", node, "mkdir", "-p", REAPER_RUN], timeout=Timeouts.COMMAND)
         dropin = containerd_dropin(reaper_node_env(self.cfg))
         if self.access.read_file(node, CONTAINERD_DROPIN) != dropin:

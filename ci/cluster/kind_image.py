@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ci.cluster import images
 from ci.cluster.kind_config import API_SAVE_PLATFORM, api_version
-from ci.cluster.kind_run import Runner
+from ci.tools import Runner
 from ci.config import Config
 from ci.errors import SetupError
 

@@ -8,12 +8,12 @@ reusing what is already there when it still matches (same CA, same names).
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ci.errors import SetupError
+from ci.tools import ShRunner
 
 SERVICE_IP = "10.0.0.1"  # first address of --service-cluster-ip-range 10.0.0.0/24
 CERT_DAYS = 3650
@@ -98,12 +98,10 @@ class Pki:
 
 
 def _openssl(args: Sequence[str], log: Path) -> None:
-    proc = subprocess.run(["openssl", *args], capture_output=True, text=True)
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"$ openssl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
-        raise SetupError(f"openssl {args[0]} failed (exit {proc.returncode}): {tail} (log: {log})")
+    r = ShRunner(log)(["openssl", *args], check=False)
+    if r.returncode != 0:
+        tail = " | ".join(r.out.strip().splitlines()[-2:])
+        raise SetupError(f"openssl {args[0]} failed (exit {r.returncode}): {tail} (log: {log})")
 
 
 def ensure(pki_dir: Path, node_name: str, node_ip: str, log: Path) -> Pki:

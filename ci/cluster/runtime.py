@@ -5,14 +5,13 @@ both binaries are installed into a folder on containerd's PATH (containerd resol
 ``runtime_type = io.containerd.X.v2`` to a binary ``containerd-shim-X-v2`` on its PATH).
 ``runtime=runc``: the handler is served by runc (the reference runtime; nothing to build).
 
-Install steps take a :class:`NodeAccess` and a node name, so the kind path can reuse them.
+Install steps take a :class:`NodeAccess` and a node name: the kind and local paths share them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,9 @@ from typing import TYPE_CHECKING
 from ci.cluster.base import NodeAccess
 from ci.config import Config
 from ci.errors import SetupError, ToolMissing, UsageError
+
+from ci import tools
+from ci.tools import ShRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from ci.tools import Runner
@@ -110,27 +112,18 @@ def build(cfg: Config, run: "Runner", log: Path, target: str | None = None) -> B
 def source_commit(source: Path | None) -> str | None:
     if source is None:
         return None
-    proc = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def install_file(access: NodeAccess, node: str, src: Path, dest: str, mode: str = "0755") -> None:
-    """Copy a (binary) file onto ``node`` atomically (write a temporary, then rename)."""
-    tmp = f"{dest}.reaper-ci-tmp"
-    script = f'mkdir -p "$(dirname "$1")" && cat > "$2" && chmod {mode} "$2" && mv -f "$2" "$1"'
-    argv = access.argv(node, ["/bin/sh", "-c", script, "sh", dest, tmp])
-    with open(src, "rb") as fh:
-        proc = subprocess.run(argv, stdin=fh, capture_output=True, timeout=120)
-    if proc.returncode != 0:
-        raise SetupError(f"installing {src.name} to {node}:{dest} failed: {proc.stderr.decode(errors='replace').strip()[:300]}")
+    if not tools.which("git"):
+        return None
+    r = ShRunner()(["git", "-C", str(source), "rev-parse", "HEAD"], check=False, stderr=False)
+    return r.out.strip() if r.returncode == 0 else None
 
 
 def install_reaper(access: NodeAccess, node: str, built: Built, bin_dir: str, cfg: Config) -> dict[str, str]:
     """Install shim + runtime into ``bin_dir`` on the node; returns {binary name: node path}."""
     shim_dest = f"{bin_dir}/{cfg.shim_binary}"
     runtime_dest = f"{bin_dir}/{cfg.runtime_binary}"
-    install_file(access, node, built.shim, shim_dest)
-    install_file(access, node, built.runtime, runtime_dest)
+    access.put(node, built.shim, shim_dest)
+    access.put(node, built.runtime, runtime_dest)
     r = access.run(node, [runtime_dest, "--help"], timeout=30)
     if r.returncode != 0:
         raise SetupError(f"installed {runtime_dest} does not run on {node}: {(r.stderr or r.stdout).strip()[:300]}")

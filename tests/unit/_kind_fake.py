@@ -103,7 +103,7 @@ class FakeRunner:
         self.rules = list(rules)
         self.calls: list[tuple[list[str], Path | None, str | None]] = []
 
-    def __call__(self, argv, *, check=True, input=None, timeout=None, cwd=None, stderr=True):
+    def __call__(self, argv, *, check=True, input=None, timeout=None, cwd=None, stderr=True, env=None):
         argv = [str(a) for a in argv]
         self.calls.append((argv, cwd, input))
         result = Result(0, "")

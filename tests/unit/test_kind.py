@@ -234,18 +234,16 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
     kc = "<tmp>/state/kind/reaper-ci/kubeconfig"
     d = "<tmp>/state/kind/reaper-ci"
     rel = "<tmp>/target/x86_64-unknown-linux-musl/release"
-    mv = 'chmod 0755 "$1.reaper-ci-tmp" && mv -f "$1.reaper-ci-tmp" "$1"'
+    put = 'mkdir -p "$(dirname "$1")" && cat > "$2" && chmod 0755 "$2" && mv -f "$2" "$1"'
     write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
     assert runner.argvs(tmp_path) == [
         *created_node_sequence(d, kc),
         "rustup target list --installed",
         "cargo build --release --target x86_64-unknown-linux-musl --bin containerd-shim-reaper-v2 --bin reaper-runtime",
         "cargo metadata --format-version 1 --no-deps",
-        f"docker cp {rel}/containerd-shim-reaper-v2 {NODE}:/usr/local/bin/containerd-shim-reaper-v2.reaper-ci-tmp",
-        f"docker exec {NODE} /bin/sh -c {mv} sh /usr/local/bin/containerd-shim-reaper-v2",
-        f"docker cp {rel}/reaper-runtime {NODE}:/usr/local/bin/reaper-runtime.reaper-ci-tmp",
-        f"docker exec {NODE} /bin/sh -c {mv} sh /usr/local/bin/reaper-runtime",
-        f"docker exec {NODE} /usr/local/bin/reaper-runtime --help",
+        f"docker exec -i {NODE} /bin/sh -c {put} sh /usr/local/bin/containerd-shim-reaper-v2 /usr/local/bin/containerd-shim-reaper-v2.reaper-ci-tmp",
+        f"docker exec -i {NODE} /bin/sh -c {put} sh /usr/local/bin/reaper-runtime /usr/local/bin/reaper-runtime.reaper-ci-tmp",
+        f"docker exec -i {NODE} /usr/local/bin/reaper-runtime --help",
         f"docker exec {NODE} mkdir -p /run/reaper",
         f"docker exec -i {NODE} cat {kind_mod.CONTAINERD_DROPIN}",
         f"docker exec -i {NODE} /bin/sh -c {write} sh {kind_mod.CONTAINERD_DROPIN}",

@@ -132,7 +132,7 @@ def test_mounts_under_sorts_deepest_first(tmp_path, monkeypatch):
 
 
 def test_remove_iptables_chains_deletes_jumps_then_the_chain(monkeypatch):
-    import subprocess
+    from ci.tools import Result
 
     save = (
         "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n"
@@ -143,11 +143,11 @@ def test_remove_iptables_chains_deletes_jumps_then_the_chain(monkeypatch):
     )
     calls = []
 
-    def fake_run(argv, **kw):
+    def fake_run(argv, **kw):  # the module's runner
         calls.append(list(argv))
-        return subprocess.CompletedProcess(argv, 0, save if argv[0].endswith("-save") else "", "")
+        return Result(0, save if argv[0].endswith("-save") else "")
 
-    monkeypatch.setattr(host.subprocess, "run", fake_run)
+    monkeypatch.setattr(hostnet, "_run", fake_run)
     local.remove_iptables_chains([("filter", "KUBE-FIREWALL")])
     changes = [c for c in calls if not c[0].endswith("-save")]
     assert changes == [

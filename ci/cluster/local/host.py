@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -17,6 +16,9 @@ from ci.errors import SetupError
 from ci.cluster.local.layout import BRIDGE, CNI_CACHE, Layout, OWNS_REAPER_HOME, REAPER_HOME, REAPER_MERGED, REAPER_OVERLAY_STATE, RUN_DIR, POD_CIDR
 from ci.cluster.local.hostnet import cni_cache_files, cni_iptables_chains, kube_chains, link_exists, remove_iptables_chains
 from ci.cluster.local.supervise import _children, _cmdline, _kill_wait, _start_time, descendants
+from ci.tools import ShRunner
+
+_run = ShRunner()  # host commands (umount, ip): results judged here, nothing logged
 
 
 def _mnt_ns_inode(path: Path) -> int | None:
@@ -69,8 +71,8 @@ def unmount_all(prefixes: Sequence[Path]) -> list[str]:
         if not mps:
             return []
         for mp in mps:
-            if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", mp], capture_output=True)
+            if _run(["umount", mp], check=False).returncode != 0:
+                _run(["umount", "-l", mp], check=False)
     return mounts_under(prefixes)
 
 
@@ -269,7 +271,7 @@ class HostCleanup:
         if still:
             leftovers.append(f"mounts: {', '.join(still)}")
         if link_exists(BRIDGE):
-            r = subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, text=True)
+            r = _run(["ip", "link", "delete", BRIDGE], check=False, stderr=False)
             if r.returncode != 0:
                 leftovers.append(f"bridge {BRIDGE}: {r.stderr.strip()}")
         remove_iptables_chains(cni_iptables_chains())
@@ -387,7 +389,7 @@ def our_netns() -> list[str]:
     for ns in sorted(ns_dir.iterdir()):
         if not ns.name.startswith("cni-"):
             continue
-        r = subprocess.run(["ip", "-n", ns.name, "-4", "-o", "addr"], capture_output=True, text=True)
+        r = _run(["ip", "-n", ns.name, "-4", "-o", "addr"], check=False, stderr=False)
         if r.returncode != 0:  # stale: the file exists but no namespace is mounted on it
             if not any(m == str(ns) for m in mounts_under([ns])):
                 out.append(ns.name)

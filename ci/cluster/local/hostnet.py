@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from ci.cluster.local.layout import CNI_CACHE, CNI_NETWORK, POD_CIDR
+from ci.tools import ShRunner
+
+_run = ShRunner()  # iptables and ip: results judged here, nothing logged
 
 
 
@@ -32,9 +34,11 @@ def link_exists(name: str) -> bool:
 
 def cni_iptables_chains() -> list[tuple[str, str]]:
     """(table, chain) of CNI-* chains whose rules mention our network name or pod subnet."""
-    found = []
+    found: list[tuple[str, str]] = []
+    if not shutil.which("iptables-save"):
+        return found
     for table in ("nat", "filter"):
-        r = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True)
+        r = _run(["iptables-save", "-t", table], check=False, stderr=False)
         if r.returncode != 0:
             continue
         for line in r.stdout.splitlines():
@@ -49,16 +53,16 @@ def remove_iptables_chains(chains: Sequence[tuple[str, str]], cmd: str = "iptabl
     """Delete the rules jumping to each (table, chain), then flush and delete the chain."""
 
     for table, chain in chains:
-        r = subprocess.run([f"{cmd}-save", "-t", table], capture_output=True, text=True)
+        r = _run([f"{cmd}-save", "-t", table], check=False, stderr=False)
         for line in r.stdout.splitlines():
             if not line.startswith("-A "):
                 continue
             tokens = shlex.split(line)
             targets = {tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("-j", "-g")}
             if chain in targets and tokens[1] != chain:
-                subprocess.run([cmd, "-t", table, "-D", *tokens[1:]], capture_output=True)
-        subprocess.run([cmd, "-t", table, "-F", chain], capture_output=True)
-        subprocess.run([cmd, "-t", table, "-X", chain], capture_output=True)
+                _run([cmd, "-t", table, "-D", *tokens[1:]], check=False)
+        _run([cmd, "-t", table, "-F", chain], check=False)
+        _run([cmd, "-t", table, "-X", chain], check=False)
 
 
 IPTABLES_CMDS = ("iptables", "ip6tables")
@@ -71,7 +75,7 @@ def kube_chains() -> dict[str, list[tuple[str, str]]]:
     for cmd in IPTABLES_CMDS:
         if not shutil.which(f"{cmd}-save"):
             continue
-        r = subprocess.run([f"{cmd}-save"], capture_output=True, text=True)
+        r = _run([f"{cmd}-save"], check=False, stderr=False)
         table = ""
         for line in r.stdout.splitlines():
             if line.startswith("*"):

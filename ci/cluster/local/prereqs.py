@@ -7,7 +7,6 @@ import fcntl
 import os
 import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ci.cluster import images
 from ci.errors import SetupError, ToolMissing
 from ci.cluster.local.layout import CNI_BIN_DIR, Timeouts
 from ci.cluster.local.supervise import tail
+from ci.tools import ShRunner
 
 
 # Debian packages that provide what the local cluster needs on the host.
@@ -68,12 +68,13 @@ class Prereqs:
             return
         log = self.lay.log("apt-get")
         console.info(f"installing host packages: {' '.join(missing)}")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        with open(log, "a") as fh:
-            r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], stdout=fh, stderr=subprocess.STDOUT, env=env)
-            if r.returncode != 0:
-                subprocess.run(["apt-get", "update"], stdout=fh, stderr=subprocess.STDOUT, env=env)
-                r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], stdout=fh, stderr=subprocess.STDOUT, env=env)
+        apt = ShRunner(log)
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+        r = apt(install, check=False, env=env)
+        if r.returncode != 0:
+            apt(["apt-get", "update"], check=False, env=env)
+            r = apt(install, check=False, env=env)
         if r.returncode != 0:
             raise SetupError(f"apt-get install {' '.join(missing)} failed (log: {log}): {tail(log, 1)}")
         still = self._missing_packages()

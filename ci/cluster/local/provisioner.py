@@ -17,8 +17,8 @@ from ci.cluster import images, pki as pki_mod, restart_local, runtime as rt
 from ci.cluster.base import ClusterInfo, LocalNode, Provisioner
 from ci.config import Config
 from ci.cluster import verify
-from ci.tools import ShRunner
-from ci.errors import SetupError
+from ci.tools import Result, ShRunner
+from ci.errors import CIError, SetupError
 from ci.cluster.local.host import HostCleanup, describe_leftovers, footprint_lines, kube_chains, link_exists, mounts_under, read_sysctls, reaper_home_entries, our_processes
 from ci.cluster.local.layout import APISERVER_PORT, BRIDGE, COMPONENTS, ETCD_CLIENT_PORT, Layout, OWNS_REAPER_HOME, REAPER_HOME, Timeouts, node_ip, node_name
 from ci.cluster.local.prereqs import BUSYBOX, Prereqs
@@ -231,10 +231,10 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         r = self._ctr("version", timeout=10)
         return r.returncode == 0
 
-    def _ctr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def _ctr(self, *args: str, timeout: float = 60) -> Result:
         ctr = self.cfg.containerd_bin / "ctr"
-        return subprocess.run([str(ctr) if ctr.is_file() else "ctr", "--address", str(self.lay.containerd_sock), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return ShRunner()([str(ctr) if ctr.is_file() else "ctr", "--address", str(self.lay.containerd_sock), *args],
+                          check=False, stderr=False, timeout=timeout)
 
     def _import_images(self, k8s_bin: Path) -> None:
         arch = images.go_arch()
@@ -317,7 +317,7 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
             try:
                 r = call()
                 text = r.stdout + (f"\n(exit {r.returncode}) {r.stderr}" if r.returncode else "")
-            except (OSError, subprocess.SubprocessError) as e:
+            except (OSError, CIError) as e:  # the tool is missing or timed out
                 text = f"unavailable: {e}"
             (dest / name).write_text(text)
             out.append(dest / name)
