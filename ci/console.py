@@ -77,14 +77,50 @@ class Row:
     detail: str = ""
 
 
+ICONS = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "ignored": "⏭️", "timeout": "⏱️",
+         "missing": "💥", "not run": "💥"}
+
+
+def grid(head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str]:
+    """Aligned plain-text rows under a header; column 1 is the result, painted by its first word;
+    columns in ``right`` are right-aligned (numbers, durations)."""
+    n = len(head)
+    widths = [max([len(head[i])] + [len(r[i]) for r in rows]) for i in range(n)]
+
+    def fmt(row: Sequence[str], paint_it: bool) -> str:
+        cells = [row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i]) for i in range(n)]
+        if paint_it and n > 1:
+            word = row[1].split(" ")[0]
+            cells[1] = paint(cells[1], word if word in ("passed", "skipped", "ignored") else "failed")
+        return "  ".join(cells).rstrip()
+
+    return [fmt(head, False), "  ".join("-" * w for w in widths)] + [fmt(r, True) for r in rows]
+
+
+def markdown(head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str]:
+    """The same table as :func:`grid` in Markdown, the result cell (column 1) with its icon."""
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|"]
+    for r in rows:
+        cells = list(r)
+        if len(cells) > 1:
+            cells[1] = f"{ICONS.get(cells[1].split(':')[0].split(' (')[0], '')} {cells[1]}".strip()
+        out.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+    return out
+
+
+def append_step_summary(lines: Sequence[str]) -> None:
+    """Append Markdown to $GITHUB_STEP_SUMMARY when it is set (GitHub Actions), else nothing."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def table(title: str, rows: Sequence[Row]) -> str:
     """A plain-text summary table (also printed), with totals."""
-    width = max([len(r.name) for r in rows] + [4])
-    lines = [title, f"{'Test'.ljust(width)}  {'Result':8}  {'Time':>8}", f"{'-' * width}  {'-' * 8}  {'-' * 8}"]
-    for r in rows:
-        lines.append(f"{r.name.ljust(width)}  {paint(r.result.ljust(8), r.result)}  {r.seconds:>7.2f}s")
-    lines.append(totals(rows))
-    return "\n".join(lines)
+    cells = [(r.name, r.result, f"{r.seconds:.2f}s") for r in rows]
+    return "\n".join([title, *grid(("Test", "Result", "Time"), cells, right=(2,)), totals(rows)])
 
 
 def totals(rows: Sequence[Row]) -> str:
@@ -97,19 +133,10 @@ def totals(rows: Sequence[Row]) -> str:
 
 
 def step_summary(title: str, rows: Sequence[Row], note: str = "") -> None:
-    """Append a Markdown table to $GITHUB_STEP_SUMMARY when it is set."""
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return
-    icon = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "ignored": "⏭️"}
-    out = [f"## {title}", "", "| Test | Result | Duration |", "|---|---|---|"]
-    for r in rows:
-        out.append(f"| `{r.name}` | {icon.get(r.result, '')} {r.result} | {r.seconds:.2f}s |")
-    out += ["", f"**{totals(rows)}**", ""]
-    if note:
-        out += [note, ""]
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write("\n".join(out) + "\n")
+    """The scenario table as Markdown in $GITHUB_STEP_SUMMARY (when set)."""
+    cells = [(f"`{r.name}`", r.result, f"{r.seconds:.2f}s") for r in rows]
+    out = [f"## {title}", "", *markdown(("Test", "Result", "Duration"), cells), "", f"**{totals(rows)}**", ""]
+    append_step_summary(out + ([note, ""] if note else []))
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ci import cargo as cargo_mod
 from ci import config as config_mod
-from ci import console, junit_report
+from ci import console, phase1_report
 from ci.cargo_env import package_env, sysroot_libs
 from ci.cargo_libtest import TargetResult
 from ci.cargo_proc import write_shims
@@ -117,7 +117,7 @@ def run(cfg: Config) -> int:
         _say_step(build)
 
     if not build.ok:
-        verdict = junit_report.Verdict(steps, [], missing, [])
+        verdict = phase1_report.Verdict(steps, [], missing, [])
         _report(cfg, paths, verdict)
         raise CIError(f"phase1: {verdict.headline(cfg.artifacts)}")
 
@@ -129,7 +129,7 @@ def run(cfg: Config) -> int:
     with console.phase("Phase 1: run every cargo test target (pytest tests/cargo_phase.py)"):
         rc = _pytest(cfg, paths)
     results, not_run, skipped = _collect(paths, ws)
-    verdict = junit_report.Verdict(steps, results, missing, not_run, skipped)
+    verdict = phase1_report.Verdict(steps, results, missing, not_run, skipped)
     _report(cfg, paths, verdict)
     if rc == 5:
         raise CIError(f"phase1: no cargo test target selected by the pytest arguments {' '.join(cfg.pytest_args)!r} "
@@ -206,13 +206,13 @@ def _collect(paths: dict[str, Path], ws: cargo_mod.Workspace
     return results, not_run, skipped
 
 
-def _report(cfg: Config, paths: dict[str, Path], verdict: junit_report.Verdict) -> None:
-    junit_report.write_junit(paths["junit"], verdict)
-    text = junit_report.table(verdict)
+def _report(cfg: Config, paths: dict[str, Path], verdict: phase1_report.Verdict) -> None:
+    phase1_report.write_junit(paths["junit"], verdict)
+    text = phase1_report.table(verdict)
     print("\n" + text, flush=True)
     console.write_text(paths["summary"], text + "\n")
-    junit_report.step_summary(verdict)
-    junit_report.annotate(verdict)
+    phase1_report.step_summary(verdict)
+    phase1_report.annotate(verdict)
     console.info(f"JUnit: {paths['junit']}; log: {paths['log']}")
 
 

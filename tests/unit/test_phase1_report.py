@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ci import junit_report
+from ci import phase1_report
 from ci.cargo import Step
 from ci.cargo_libtest import Case, TargetResult
-from ci.junit_report import Verdict
+from ci.phase1_report import Verdict
 
 
 def result(target="integration_io", cases=(), exit_code=0, **kw) -> TargetResult:
@@ -31,7 +31,7 @@ STEPS = [Step("cargo fmt --check", True, 0.1), Step("cargo clippy -D warnings", 
 def parse(v: Verdict) -> ET.Element:
     from junit_xml import to_xml_report_string
 
-    return ET.fromstring(to_xml_report_string(junit_report.suites(v)))
+    return ET.fromstring(to_xml_report_string(phase1_report.suites(v)))
 
 
 def test_junit_per_rust_test_case():
@@ -89,7 +89,7 @@ def test_a_nonzero_exit_without_cases_is_not_ok():
 
 
 def test_table_counts():
-    text = junit_report.table(Verdict(STEPS, [PASSING, FAILING], ["integration_exec"], []))
+    text = phase1_report.table(Verdict(STEPS, [PASSING, FAILING], ["integration_exec"], []))
     rows = [l.split() for l in text.splitlines()]
     assert ["integration_io", "failed", "1", "1", "0", "1.5s"] in rows
     assert ["integration_exec", "passed", "1", "0", "1", "1.5s"] in rows
@@ -104,8 +104,8 @@ def test_github_annotations_and_step_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     v = Verdict(STEPS, [PASSING, FAILING], ["integration_exec"], [])
-    junit_report.annotate(v)
-    junit_report.step_summary(v)
+    phase1_report.annotate(v)
+    phase1_report.step_summary(v)
     out = capsys.readouterr().out.splitlines()
     assert "::error file=tests/io.rs,line=7,title=integration_io%3A%3Afifo_closes::boom" in out
     assert "::error file=src/x.rs,line=3,title=cargo clippy -D warnings::error: unused variable at src/x.rs:3:9" in out
@@ -120,14 +120,14 @@ def test_no_github_output_outside_actions(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     v = Verdict(STEPS, [FAILING], [], [])
-    junit_report.annotate(v)
-    junit_report.step_summary(v)
+    phase1_report.annotate(v)
+    phase1_report.step_summary(v)
     assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("raw, clean", [("\x1b[31mred\x1b[0m", "red"), ("a\x00b\x07c", "abc"), ("tab\tok\n", "tab\tok\n")])
 def test_clean_for_xml(raw, clean):
-    assert junit_report.clean(raw) == clean
+    assert phase1_report.clean(raw) == clean
 
 
 def test_targets_cargo_did_not_build_are_skipped_not_failed():
@@ -137,4 +137,4 @@ def test_targets_cargo_did_not_build_are_skipped_not_failed():
     (case,) = suites["reaper-agent"].iter("testcase")
     assert case.find("skipped").get("message") == "not built: needs feature(s) agent"
     assert ["reaper-agent", "(not", "built:", "needs", "feature(s)", "agent)", "skipped"] in [
-        l.split() for l in junit_report.table(v).splitlines()]
+        l.split() for l in phase1_report.table(v).splitlines()]

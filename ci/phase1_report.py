@@ -15,7 +15,6 @@ JUnit layout (one file, ``<artifacts>/phase1-junit.xml``):
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,32 +147,34 @@ def _status(r: TargetResult) -> str:
     return "passed" if r.ok else "failed"
 
 
-def table(v: Verdict) -> str:
+def _rows(v: Verdict, md: bool = False) -> list[tuple[str, ...]]:
+    """One row per step, target, missing target, not-run and skipped test: name, result, counts,
+    time. In Markdown (``md``) names are code and the reasons go into the result cell."""
+    code = (lambda s: f"`{s}`") if md else (lambda s: s)
     rows = [(s.name, "passed" if s.ok else "failed", "", "", "", f"{s.seconds:.1f}s") for s in v.steps]
     for r in v.results:
         c = r.counts()
-        rows.append((r.target, _status(r), str(c["passed"]), str(c["failed"] + c["error"]), str(c["ignored"]),
+        rows.append((code(r.target), _status(r), str(c["passed"]), str(c["failed"] + c["error"]), str(c["ignored"]),
                      f"{r.seconds:.1f}s"))
-    for name in v.missing:
-        rows.append((name, "missing", "", "", "", ""))
-    for tid, why in v.not_run:
-        rows.append((tid, "not run", "", "", "", ""))
-    for tid, why in v.skipped:
-        rows.append((f"{tid} ({why})", "skipped", "", "", "", ""))
-    head = ("Target / step", "Result", "Passed", "Failed", "Ignored", "Time")
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(6)]
+    blank = ("", "", "", "")
+    rows += [(code(name), "missing (required)" if md else "missing", *blank) for name in v.missing]
+    rows += [(code(tid), f"not run: {why}" if md else "not run", *blank) for tid, why in v.not_run]
+    rows += [((code(tid), f"skipped: {why}") if md else (f"{tid} ({why})", "skipped")) + blank for tid, why in v.skipped]
+    return rows
 
-    def fmt(row, paint_it=False):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [row[i].rjust(widths[i]) for i in range(2, 6)]
-        if paint_it:
-            cells[1] = console.paint(cells[1], {"passed": "passed", "skipped": "skipped"}.get(row[1], "failed"))
-        return "  ".join(cells)
 
-    lines = ["Phase 1 summary", fmt(head), "  ".join("-" * w for w in widths)]
-    lines += [fmt(r, True) for r in rows]
+HEAD = ("Target / step", "Result", "Passed", "Failed", "Ignored", "Time")
+NUMBERS = (2, 3, 4, 5)
+
+
+def _totals(v: Verdict) -> str:
     c = v.counts()
-    lines.append(f"Rust tests: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
-                 f"in {len(v.results)} target(s)")
+    return f"{c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored"
+
+
+def table(v: Verdict) -> str:
+    lines = ["Phase 1 summary", *console.grid(HEAD, _rows(v), right=NUMBERS)]
+    lines.append(f"Rust tests: {_totals(v)} in {len(v.results)} target(s)")
     for r in v.results:
         if r.leftovers:
             lines.append(f"{r.target} left {len(r.leftovers)} process(es) running after it finished: "
@@ -186,31 +187,11 @@ def table(v: Verdict) -> str:
 
 def step_summary(v: Verdict) -> None:
     """Markdown for ``$GITHUB_STEP_SUMMARY``: a row per step and target, then the failing tests."""
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return
-    icon = {"passed": "✅", "failed": "❌", "timeout": "⏱️", "missing": "💥", "not run": "💥"}
-    out = ["## Phase 1: cargo", "", "| Target / step | Result | Passed | Failed | Ignored | Time |",
-           "|---|---|---:|---:|---:|---:|"]
-    for s in v.steps:
-        res = "passed" if s.ok else "failed"
-        out.append(f"| {s.name} | {icon[res]} {res} | | | | {s.seconds:.1f}s |")
-    for r in v.results:
-        c, res = r.counts(), _status(r)
-        out.append(f"| `{r.target}` | {icon[res]} {res} | {c['passed']} | {c['failed'] + c['error']} | {c['ignored']} "
-                   f"| {r.seconds:.1f}s |")
-    for name in v.missing:
-        out.append(f"| `{name}` | {icon['missing']} missing (required) | | | | |")
-    for tid, why in v.not_run:
-        out.append(f"| `{tid}` | {icon['not run']} not run: {why} | | | | |")
-    for tid, why in v.skipped:
-        out.append(f"| `{tid}` | ⏭️ skipped: {why} | | | | |")
-    c = v.counts()
-    out += ["", f"**{c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored**", ""]
+    out = ["## Phase 1: cargo", "", *console.markdown(HEAD, _rows(v, md=True), right=NUMBERS),
+           "", f"**{_totals(v)}**", ""]
     if v.failed_tests:
         out += ["Failed tests:", ""] + [f"- `{n}`" for n in v.failed_tests] + [""]
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write("\n".join(out) + "\n")
+    console.append_step_summary(out)
 
 
 def annotate(v: Verdict, root: Path | None = None) -> None:
