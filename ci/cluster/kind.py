@@ -136,24 +136,12 @@ class KindProvisioner(Provisioner):
         self._wait("the default ServiceAccount in namespace default", self.api.default_service_account, Timeouts.NODE_READY)
         self.api.apply_runtime_class(cfg.runtime_class)
         self._load_image(nodes, machine)
-        info = ClusterInfo(
-            provisioner="kind",
-            name=cfg.cluster_name,
-            kubeconfig=str(self.kubeconfig),
-            runtime=runtime,
-            runtime_class=cfg.runtime_class,
-            shim_process=rt.shim_process(cfg, runtime),
-            nodes=tuple(nodes),
-            image=cfg.image,
-            node_access="docker",
+        info = rt.cluster_info(
+            cfg, runtime, provisioner="kind", kubeconfig=str(self.kubeconfig), nodes=tuple(nodes), node_access="docker",
             runtime_log=REAPER_LOG if runtime == "reaper" else None,
             runtime_state_dir=REAPER_RUN if runtime == "reaper" else RUNC_STATE,
             component_logs=component_logs(runtime),
-            source=str(cfg.source) if cfg.source else None,
-            source_commit=rt.source_commit(cfg.source),
             # kind nodes keep the stock kubelet/CRI log/containerd paths (ClusterInfo's defaults)
-            runtime_type=cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
-            runtime_binary=cfg.runtime_binary if runtime == "reaper" else "runc",
             containerd_restart=" ".join(rt.SYSTEMD_CONTAINERD_RESTART),  # kind nodes run containerd as a systemd unit
         )
         verify.smoke(self.api, info, self._wait, timeout=Timeouts.SMOKE_POD, clock=self.clock)

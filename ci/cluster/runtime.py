@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ci.cluster.base import NodeAccess
+from ci.cluster.base import ClusterInfo, NodeAccess
 from ci.config import Config
 from ci.errors import SetupError, ToolMissing, UsageError
 
@@ -173,6 +173,31 @@ def _toml_key(key: str) -> str:
 
 def shim_process(cfg: Config, runtime: str) -> str:
     return cfg.shim_binary if runtime == "reaper" else RUNC_SHIM
+
+
+COMMON_FIELDS = ("name", "runtime", "runtime_class", "shim_process", "image", "source", "source_commit",
+                 "runtime_type", "runtime_binary")
+
+
+def cluster_info(cfg: Config, runtime: str, **where) -> ClusterInfo:
+    """The :class:`ClusterInfo` fields every provisioner fills the same way (the run's names,
+    what is behind the handler, the source it was built from); ``where`` gives the rest: the
+    provisioner, kubeconfig, nodes, node access and where the node keeps things."""
+    reaper = runtime == "reaper"
+    common = dict(
+        name=cfg.cluster_name, runtime=runtime, runtime_class=cfg.runtime_class, shim_process=shim_process(cfg, runtime),
+        image=cfg.image, source=str(cfg.source) if cfg.source else None, source_commit=source_commit(cfg.source),
+        runtime_type=cfg.runtime_type if reaper else RUNC_RUNTIME_TYPE, runtime_binary=cfg.runtime_binary if reaper else "runc",
+    )
+    assert tuple(common) == COMMON_FIELDS
+    return ClusterInfo(**{**common, **where})
+
+
+def refresh_info(cfg: Config, runtime: str, info: ClusterInfo, **where) -> ClusterInfo:
+    """A recorded ClusterInfo brought up to this run's Config (a reused cluster): the common fields
+    anew, the provisioner's own kept unless ``where`` gives them again."""
+    kept = {k: v for k, v in json.loads(info.to_json()).items() if k not in COMMON_FIELDS}
+    return cluster_info(cfg, runtime, **{**kept, "nodes": tuple(info.nodes), **where})
 
 
 

@@ -104,9 +104,7 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         except SetupError as e:
             console.info(f"recorded cluster is not healthy: {e}")
             return None
-        info = info.__class__(**{**json.loads(info.to_json()), "nodes": tuple(info.nodes),
-                                 "source": str(self.cfg.source) if self.cfg.source else None,
-                                 "source_commit": rt.source_commit(self.cfg.source), **self._node_fields(runtime)})
+        info = rt.refresh_info(self.cfg, runtime, info, **self._node_fields(runtime))
         info.save(self.lay.info)
         return info
 
@@ -159,21 +157,11 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         self._wait("ServiceAccount default/default", self.api.default_service_account, Timeouts.SERVICE_ACCOUNT, watch=all_watch)
         self._wait(f"RuntimeClass {cfg.runtime_class}", lambda: self.api.runtime_class(cfg.runtime_class), 10, watch=all_watch)
 
-        info = ClusterInfo(
-            provisioner="local",
-            name=cfg.cluster_name,
-            kubeconfig=str(lay.kubeconfig),
-            runtime=runtime,
-            runtime_class=cfg.runtime_class,
-            shim_process=rt.shim_process(cfg, runtime),
-            nodes=(self.node,),
-            image=cfg.image,
-            node_access="local",
+        info = rt.cluster_info(
+            cfg, runtime, provisioner="local", kubeconfig=str(lay.kubeconfig), nodes=(self.node,), node_access="local",
             runtime_log=str(lay.log("reaper-runtime")) if runtime == "reaper" else None,
             runtime_state_dir=str(lay.reaper_run) if runtime == "reaper" else str(lay.runc_root / "k8s.io"),
             component_logs=self._component_logs(runtime),
-            source=str(cfg.source) if cfg.source else None,
-            source_commit=rt.source_commit(cfg.source),
             runtime_build=built.digest() if built is not None else None,
             **self._node_fields(runtime),
         )
@@ -188,8 +176,6 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         ctr = self.cfg.containerd_bin / "ctr"
         return {"kubelet_root": str(self.lay.kubelet_root), "pod_logs_dir": str(self.lay.pod_logs),
                 "containerd_address": str(self.lay.containerd_sock), "ctr": str(ctr) if ctr.is_file() else "ctr",
-                "runtime_type": self.cfg.runtime_type if runtime == "reaper" else rt.RUNC_RUNTIME_TYPE,
-                "runtime_binary": self.cfg.runtime_binary if runtime == "reaper" else "runc",
                 "containerd_restart": shlex.join([sys.executable, str(Path(restart_local.__file__).resolve()),
                                                   str(self.lay.pidfile("containerd")), str(self.lay.containerd_sock),
                                                   str(self.lay.log("containerd"))])}
