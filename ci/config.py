@@ -44,8 +44,14 @@ class Config:
     lint: bool = True  # cargo fmt --check + cargo clippy (--no-lint / REAPER_NO_LINT=1 skips them)
     target_timeout: float = DEFAULT_TARGET_TIMEOUT
     # Cluster
-    provisioner: str = "auto"  # auto | kind | local
-    runtime: str = "runc"  # reaper | runc: what will run behind the handler (``auto`` resolved by parse)
+    provisioner: str = "auto"  # auto | kind | local | existing
+    kubeconfig: Path | None = None  # existing: the cluster's kubeconfig (kind/local write their own)
+    context: str | None = None  # existing: a context of that kubeconfig (None: its current one)
+    node_access: str = "auto"  # auto (the provisioner's own: host shell, docker exec) | pods (host-exec pods)
+    node_selector: str | None = None  # label selector: the nodes the run uses (None: every schedulable node)
+    nodes: int = 1  # kind: how many nodes (1 control plane + nodes-1 workers)
+    containerd_restart: str | None = None  # node command restarting containerd in place (S41), overrides discovery
+    runtime: str = "runc"  # reaper | runc: what will run behind the handler (``auto`` resolved by parse; existing: by the nodes)
     runtime_requested: str = "auto"  # auto | reaper | runc: what the command line or environment asked for
     cluster_name: str = "reaper-ci"
     keep_cluster: bool = False
@@ -123,7 +129,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("--required-targets", "REAPER_REQUIRED_TARGETS"),
     Option("--no-lint", "REAPER_NO_LINT", switch=True),
     Option("--target-timeout", "REAPER_TARGET_TIMEOUT"),
-    Option("--provisioner", "REAPER_PROVISIONER", "auto", choices=("auto", "kind", "local")),
+    Option("--provisioner", "REAPER_PROVISIONER", "auto", choices=("auto", "kind", "local", "existing")),
+    Option("--kubeconfig", "REAPER_KUBECONFIG"),
+    Option("--context", "REAPER_KUBE_CONTEXT"),
+    Option("--node-access", "REAPER_NODE_ACCESS", "auto", choices=("auto", "pods")),
+    Option("--node-selector", "REAPER_NODE_SELECTOR"),
+    Option("--nodes", "REAPER_KIND_NODES"),
+    Option("--containerd-restart", "REAPER_CONTAINERD_RESTART"),
     Option("--runtime", "REAPER_RUNTIME", "auto", choices=("auto", "reaper", "runc")),
     Option("--cluster-name", "REAPER_CLUSTER_NAME", "reaper-ci"),
     Option("--keep-cluster", "REAPER_KEEP_CLUSTER", switch=True),
@@ -222,8 +234,20 @@ def parse(
         value = v[flag[2:].replace("-", "_")]
         if not value or "/" in value:
             raise UsageError(f"{prog}: {flag} {value!r}: must be the name of a binary the workspace builds (no '/')")
+    provisioner, kubeconfig = v["provisioner"], v["kubeconfig"]
+    if provisioner == "existing" and not kubeconfig:
+        raise UsageError(f"{prog}: --provisioner existing needs --kubeconfig PATH (or REAPER_KUBECONFIG): the cluster "
+                         "to test on")
+    if kubeconfig and provisioner != "existing":
+        raise UsageError(f"{prog}: --kubeconfig is for --provisioner existing (kind and local write their own)")
+    if v["context"] and provisioner != "existing":
+        raise UsageError(f"{prog}: --context is for --provisioner existing")
+    nodes = _count("--nodes", v["nodes"], 1)
+    if nodes > 1 and provisioner != "kind":
+        raise UsageError(f"{prog}: --nodes {nodes}: only the kind provisioner makes more than one node "
+                         "(the local cluster is this host; an existing cluster has the nodes it has: --node-selector)")
     requested = v["runtime"]
-    if requested == "reaper" and source is None:
+    if requested == "reaper" and source is None and provisioner != "existing":
         raise UsageError(f"{prog}: --runtime reaper needs a Cargo workspace: --source PATH (or REAPER_SOURCE), or run "
                          "it in the workspace")
     return Config(
@@ -232,8 +256,15 @@ def parse(
         required_targets=tuple(t.strip() for t in required),
         lint=not v["no_lint"],
         target_timeout=target_timeout,
-        provisioner=v["provisioner"],
-        runtime=requested if requested != "auto" else ("reaper" if source else "runc"),
+        provisioner=provisioner,
+        kubeconfig=Path(kubeconfig).expanduser().resolve() if kubeconfig else None,
+        context=v["context"],
+        node_access=v["node_access"],
+        node_selector=v["node_selector"],
+        nodes=nodes,
+        containerd_restart=v["containerd_restart"],
+        # existing: what runs behind the handler is read from the nodes (``auto`` stays until then)
+        runtime=requested if requested != "auto" or provisioner == "existing" else ("reaper" if source else "runc"),
         runtime_requested=requested,
         cluster_name=v["cluster_name"],
         keep_cluster=v["keep_cluster"],

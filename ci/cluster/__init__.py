@@ -37,8 +37,12 @@ def local_usable() -> str | None:
 
 
 def get_provisioner(cfg: Config) -> Provisioner:
-    """``--provisioner kind|local``, or ``auto``: kind when Docker + kind work, else local on Linux as root."""
+    """``--provisioner kind|local|existing``, or ``auto``: kind when Docker + kind work, else local on Linux as root."""
     choice = cfg.provisioner
+    if choice == "existing":
+        from ci.cluster.existing import ExistingProvisioner
+
+        return ExistingProvisioner(cfg)
     if choice == "auto":
         why_not_kind = kind_usable()
         if why_not_kind is None:

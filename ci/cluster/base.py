@@ -23,7 +23,7 @@ from ci.tools import Result, Runner, ShRunner
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    provisioner: str  # local | kind
+    provisioner: str  # local | kind | existing
     name: str
     kubeconfig: str
     runtime: str  # reaper | runc: what is behind the handler
@@ -31,7 +31,7 @@ class ClusterInfo:
     shim_process: str  # process name of the handler's shim (containerd-shim-reaper-v2 / containerd-shim-runc-v2)
     nodes: tuple[str, ...]
     image: str  # test image, imported on every node (imagePullPolicy: Never/IfNotPresent)
-    node_access: str  # local | docker
+    node_access: str  # local (this host) | docker (kind: docker exec) | pods (host-exec pods through the API)
     runtime_log: str | None = None  # node path of the runtime's own log (reaper: /run/reaper/runtime.log)
     runtime_state_dir: str | None = None  # node path of the runtime's state entries, if it has any
     component_logs: dict = field(default_factory=dict)  # name -> host path (local) or node path (kind)
@@ -46,6 +46,7 @@ class ClusterInfo:
     runtime_type: str | None = None  # containerd runtime type behind the handler (io.containerd.reaper.v2, ...)
     runtime_binary: str | None = None  # process name of the runtime the shim runs (reaper-runtime, runc)
     containerd_restart: str | None = None  # node shell command restarting containerd in place (S41); None: cannot
+    context: str | None = None  # the kubeconfig's context to use (None: its current context)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -66,6 +67,10 @@ class ClusterInfo:
             return LocalNode(runner)
         if self.node_access == "docker":
             return DockerNode(runner)
+        if self.node_access == "pods":
+            from ci.cluster.podnode import PodNode
+
+            return PodNode(self.kubeconfig, self.image, self.context, runner)
         raise ValueError(f"unknown node access {self.node_access!r}")
 
 

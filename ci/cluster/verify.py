@@ -34,6 +34,45 @@ class Api(Protocol):
     def default_service_account(self) -> bool | str: ...
     def apply_runtime_class(self, name: str) -> None: ...
     def runtime_class(self, name: str) -> bool | str: ...
+    def runtime_class_handler(self, name: str) -> str | None:
+        """The handler RuntimeClass ``name`` names, or None when there is no such RuntimeClass."""
+        try:
+            return _read(self.node_api.read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST)).get("handler")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise SetupError(f"reading RuntimeClass {name} failed: HTTP {e.status} {_message(e)}") from None
+
+    def nodes(self, selector: str | None = None) -> list[dict]:
+        """The nodes (matching the label ``selector``, if given), as JSON objects."""
+        kw = {"label_selector": selector} if selector else {}
+        return _read(self.core.list_node(_preload_content=False, _request_timeout=REQUEST, **kw)).get("items", [])
+
+    def ensure_namespace(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name, "labels": {**MANAGED, **labels}}},
+                                       _preload_content=False, _request_timeout=REQUEST)
+        except ApiException as e:
+            if e.status != 409:
+                raise SetupError(f"creating namespace {name} failed: HTTP {e.status} {_message(e)}") from None
+
+    def namespace_phase(self, name: str) -> str | None:
+        """Active/Terminating, or None when the namespace does not exist."""
+        try:
+            ns = _read(self.core.read_namespace(name, _preload_content=False, _request_timeout=REQUEST))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return ns.get("status", {}).get("phase")
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self.core.delete_namespace(name, grace_period_seconds=0, _preload_content=False, _request_timeout=REQUEST)
+        except ApiException as e:
+            if e.status != 404:
+                raise SetupError(f"deleting namespace {name} failed: HTTP {e.status} {_message(e)}") from None
+
     def pod_status(self, ns: str, name: str) -> dict | None: ...
     def create_pod(self, manifest: dict) -> None: ...
     def delete_pod(self, ns: str, name: str, *, now: bool = False) -> None: ...
@@ -43,10 +82,10 @@ class Api(Protocol):
 
 
 class Verifier:
-    """The API, for one kubeconfig (never ~/.kube/config)."""
+    """The API, for one kubeconfig (never ~/.kube/config) and optionally one of its contexts."""
 
-    def __init__(self, kubeconfig: str):
-        self.api = config.new_client_from_config(config_file=str(kubeconfig), persist_config=False)
+    def __init__(self, kubeconfig: str, context: str | None = None):
+        self.api = config.new_client_from_config(config_file=str(kubeconfig), context=context, persist_config=False)
         self.core = client.CoreV1Api(self.api)
         self.node_api = client.NodeV1Api(self.api)
 
@@ -93,6 +132,45 @@ class Verifier:
         except ApiException as e:
             return f"HTTP {e.status}"
         return True if rc.get("handler") == name else f"handler is {rc.get('handler')!r}"
+
+    def runtime_class_handler(self, name: str) -> str | None:
+        """The handler RuntimeClass ``name`` names, or None when there is no such RuntimeClass."""
+        try:
+            return _read(self.node_api.read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST)).get("handler")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise SetupError(f"reading RuntimeClass {name} failed: HTTP {e.status} {_message(e)}") from None
+
+    def nodes(self, selector: str | None = None) -> list[dict]:
+        """The nodes (matching the label ``selector``, if given), as JSON objects."""
+        kw = {"label_selector": selector} if selector else {}
+        return _read(self.core.list_node(_preload_content=False, _request_timeout=REQUEST, **kw)).get("items", [])
+
+    def ensure_namespace(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name, "labels": {**MANAGED, **labels}}},
+                                       _preload_content=False, _request_timeout=REQUEST)
+        except ApiException as e:
+            if e.status != 409:
+                raise SetupError(f"creating namespace {name} failed: HTTP {e.status} {_message(e)}") from None
+
+    def namespace_phase(self, name: str) -> str | None:
+        """Active/Terminating, or None when the namespace does not exist."""
+        try:
+            ns = _read(self.core.read_namespace(name, _preload_content=False, _request_timeout=REQUEST))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return ns.get("status", {}).get("phase")
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self.core.delete_namespace(name, grace_period_seconds=0, _preload_content=False, _request_timeout=REQUEST)
+        except ApiException as e:
+            if e.status != 404:
+                raise SetupError(f"deleting namespace {name} failed: HTTP {e.status} {_message(e)}") from None
 
     def pod_status(self, ns: str, name: str) -> dict | None:
         try:
@@ -182,33 +260,43 @@ def nodes_verdict(items: list[dict], names: tuple[str, ...] = ()) -> bool | str:
 Wait = Callable[[str, Callable[[], object], float], None]  # (what, probe, timeout): a provisioner's wait
 
 
-def smoke_manifest(info: ClusterInfo) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": SMOKE_POD, "namespace": "default", "labels": dict(MANAGED)},
-        "spec": {
-            "runtimeClassName": info.runtime_class, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
-            "automountServiceAccountToken": False,
-            "containers": [{"name": "smoke", "image": info.image, "imagePullPolicy": "Never",
-                            "command": ["/bin/sh", "-c", f"echo {SMOKE_TEXT}"]}],
-        },
+def smoke_name(node: str | None = None) -> str:
+    """The smoke pod's name: one per node when pinned to one (a node name is a DNS subdomain)."""
+    if node is None:
+        return SMOKE_POD
+    import hashlib
+
+    return f"{SMOKE_POD}-{hashlib.sha256(node.encode()).hexdigest()[:10]}"
+
+
+def smoke_manifest(info: ClusterInfo, node: str | None = None) -> dict:
+    spec = {
+        "runtimeClassName": info.runtime_class, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+        "automountServiceAccountToken": False,
+        "containers": [{"name": "smoke", "image": info.image, "imagePullPolicy": "Never" if node is None else "IfNotPresent",
+                        "command": ["/bin/sh", "-c", f"echo {SMOKE_TEXT}"]}],
     }
+    if node is not None:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": smoke_name(node), "namespace": "default", "labels": dict(MANAGED)}, "spec": spec}
 
 
 def smoke(api: Api, info: ClusterInfo, wait: Wait, *, timeout: float, phase_timeout: float = SMOKE_PHASE,
-          clock: Callable[[], float] = time.monotonic) -> None:
+          clock: Callable[[], float] = time.monotonic, node: str | None = None) -> None:
     """A pod on the handler must run its container to a clean exit (Succeeded, or its container
     terminated with exit code 0: :func:`smoke_verdict`) and its output must read back. A pod
     still not Succeeded ``phase_timeout`` after that is reported (the handler's StopPodSandbox is
-    the suite's to judge), not failed."""
-    api.delete_pod("default", SMOKE_POD, now=True)
-    wait(f"an earlier {SMOKE_POD} pod gone", lambda: api.pod_status("default", SMOKE_POD) is None or "still there", 60)
-    api.create_pod(smoke_manifest(info))
+    the suite's to judge), not failed. ``node``: pinned to that node (a pod name of its own)."""
+    pod = smoke_name(node)
+    api.delete_pod("default", pod, now=True)
+    wait(f"an earlier {pod} pod gone", lambda: api.pod_status("default", pod) is None or "still there", 60)
+    api.create_pod(smoke_manifest(info, node))
     created = clock()
     seen: dict = {}
 
     def probe() -> bool | str:
-        status = api.pod_status("default", SMOKE_POD)
+        status = api.pod_status("default", pod)
         if status is None:
             return "pod not found"
         seen["status"] = status
@@ -218,23 +306,23 @@ def smoke(api: Api, info: ClusterInfo, wait: Wait, *, timeout: float, phase_time
         wait(f"smoke pod on RuntimeClass {info.runtime_class} to run to completion", probe, timeout)
     except (SetupError, RuntimeFailure) as e:
         try:
-            events = " | ".join(api.events("default", SMOKE_POD))
+            events = " | ".join(api.events("default", pod))
         except Exception as ev:  # noqa: BLE001 - the events only explain; the failure stands
             events = f"unavailable ({type(ev).__name__})"
         raise type(e)(f"{e}\nevents: {events[-600:]}") from None
     took = clock() - created
-    log = api.pod_log("default", SMOKE_POD)
+    log = api.pod_log("default", pod)
     if SMOKE_TEXT not in log:
         raise SetupError(f"smoke pod's container exited 0 but its log reads {log.strip()[:200]!r} (want {SMOKE_TEXT!r})")
     phase = seen.get("status", {}).get("phase")
     if phase != "Succeeded":  # the exit is seen; a healthy handler's sandbox stops within moments
         try:
-            wait("smoke pod Succeeded", lambda: (api.pod_status("default", SMOKE_POD) or {}).get("phase") == "Succeeded",
+            wait("smoke pod Succeeded", lambda: (api.pod_status("default", pod) or {}).get("phase") == "Succeeded",
                  phase_timeout)
             phase = "Succeeded"
         except SetupError:
             pass
-    head = f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}): container exited 0 in {took:.1f}s"
+    head = f"smoke pod on RuntimeClass {info.runtime_class} ({info.runtime}){' on node ' + node if node else ''}: container exited 0 in {took:.1f}s"
     if phase == "Succeeded":
         console.info(f"{head}, pod Succeeded in {clock() - created:.1f}s, output read back")
     else:
@@ -242,7 +330,7 @@ def smoke(api: Api, info: ClusterInfo, wait: Wait, *, timeout: float, phase_time
         # whose StopPodSandbox hangs is the runtime's bug, for the scenario suite to report.
         console.info(f"{head}, output read back; but the pod is still {phase} {phase_timeout:.0f}s later: the handler "
                      "has not stopped the pod sandbox (StopPodSandbox; see the kubelet and containerd logs)")
-    api.delete_pod("default", SMOKE_POD)
+    api.delete_pod("default", pod)
 
 
 def smoke_verdict(status: dict, handler: str, runtime: str = "runc") -> bool | str:

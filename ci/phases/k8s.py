@@ -7,13 +7,14 @@ failures are not product failures.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 from ci import config as config_mod
 from ci import console
 from ci.cluster import get_provisioner
-from ci.cluster.base import info_path
+from ci.cluster.base import ClusterInfo, info_path
 from ci.config import Config
 from ci.contract import EXIT_SETUP
 from ci.errors import CIError, RuntimeFailure, SetupError, UsageError
@@ -24,7 +25,7 @@ def check_runtime_choice(cfg: Config, prog: str = "k8s") -> None:
     """Under CI=true, ``--runtime auto`` that would fall back to runc (no Cargo workspace found) is
     an error, before anything is created: a green job must not have tested the reference runtime
     when nobody asked for it (Phase 1 fails the same way without a workspace)."""
-    if cfg.ci and cfg.runtime_requested == "auto" and cfg.source is None:
+    if cfg.ci and cfg.runtime_requested == "auto" and cfg.source is None and cfg.provisioner != "existing":
         raise UsageError(f"{prog}: CI=true and --runtime auto found no Cargo workspace (no --source or REAPER_SOURCE, "
                          f"no Cargo.toml in the current folder), so it would test runc only; pass --source PATH "
                          f"--runtime reaper, or --runtime runc to test the reference runtime on purpose")
@@ -39,6 +40,7 @@ def run(cfg: Config) -> int:
     prov.check_prerequisites()
     started = time.monotonic()
     rc = 1
+    access = None
     try:
         with console.phase(f"Phases 2-3: {prov.name} cluster + runtime '{cfg.runtime}' behind RuntimeClass {cfg.runtime_class}"):
             try:
@@ -47,6 +49,9 @@ def run(cfg: Config) -> int:
                 raise RuntimeFailure(f"product failure: {e}") from None
             except CIError as e:
                 raise SetupError(f"setup error (not a product failure): {e}") from None
+        if cfg.node_access == "pods" or info.node_access == "pods":  # removed at the end, whatever happens
+            access = dataclasses.replace(info, node_access="pods").node_access_impl()
+        info = for_run(cfg, info, access)
         path = info.save(cfg.artifacts / "cluster.json")
         console.info(f"runtime under test: {info.runtime} (shim {info.shim_process}) on {', '.join(info.nodes)}")
         if cfg.repeat > 1:
@@ -61,7 +66,12 @@ def run(cfg: Config) -> int:
     finally:
         if rc != 0:
             _collect(prov, cfg.artifacts / "cluster-logs")
-        if cfg.keep_cluster:
+        if access is not None:  # the host-exec pods go at the end of every run, kept cluster or not
+            try:
+                access.close()
+            except CIError as e:
+                console.error(f"removing the host-exec pods failed: {e}")
+        if cfg.keep_cluster and prov.name != "existing":  # existing: down removes only the run's own objects
             console.info(f"--keep-cluster: cluster left running (kubeconfig in {info_path(cfg.state_dir).parent})")
         else:
             with console.phase("Tear-down"):
@@ -70,6 +80,29 @@ def run(cfg: Config) -> int:
                 except CIError as e:
                     console.error(f"tear-down failed: {e}")
         console.info(f"k8s: finished in {time.monotonic() - started:.1f}s")
+
+
+def for_run(cfg: Config, info: ClusterInfo, access=None) -> ClusterInfo:
+    """The cluster as this run uses it: only the nodes ``--node-selector`` picks, and node access
+    through host-exec pods when ``--node-access pods`` asks (every pod made and running before the
+    suite starts, so no scenario's before/after process listing sees one appear)."""
+    if cfg.node_selector and info.provisioner != "existing":  # existing picks its nodes by the selector itself
+        from ci.cluster.verify import Verifier
+
+        picked = {n["metadata"]["name"] for n in Verifier(info.kubeconfig, info.context).nodes(cfg.node_selector)}
+        nodes = tuple(n for n in info.nodes if n in picked)
+        if not nodes:
+            raise SetupError(f"--node-selector {cfg.node_selector!r} matches none of the cluster's nodes {list(info.nodes)}")
+        info = dataclasses.replace(info, nodes=nodes)
+    if cfg.node_access == "pods" and info.node_access != "pods":
+        info = dataclasses.replace(info, node_access="pods")
+    if info.node_access == "pods":
+        began = time.monotonic()
+        access = access or info.node_access_impl()
+        for node in info.nodes:
+            access.ensure(node)
+        console.info(f"node access: host-exec pods running on {len(info.nodes)} node(s) in {time.monotonic() - began:.1f}s")
+    return info
 
 
 def _collect(prov, dest: Path) -> None:

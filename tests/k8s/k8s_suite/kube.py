@@ -31,8 +31,9 @@ __all__ = ["ExecResult", "InfrastructureError", "Kube", "LogFollower", "NodeComm
 
 
 def connect(info: ClusterInfo) -> client.ApiClient:
-    """An API client for ``info.kubeconfig`` only (never ~/.kube/config, never the global default)."""
-    return config.new_client_from_config(config_file=info.kubeconfig, persist_config=False)
+    """An API client for ``info.kubeconfig`` (and its ``info.context``) only (never ~/.kube/config,
+    never the global default)."""
+    return config.new_client_from_config(config_file=info.kubeconfig, context=info.context, persist_config=False)
 
 
 # --- one test ------------------------------------------------------------------------------------
