@@ -47,6 +47,11 @@ class ClusterInfo:
     runtime_binary: str | None = None  # process name of the runtime the shim runs (reaper-runtime, runc)
     containerd_restart: str | None = None  # node shell command restarting containerd in place (S41); None: cannot
     context: str | None = None  # the kubeconfig's context to use (None: its current context)
+    handler: str | None = None  # the containerd handler the RuntimeClass names (None: the RuntimeClass's own name)
+
+    @property
+    def runtime_handler(self) -> str:
+        return self.handler or self.runtime_class
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -154,9 +154,9 @@ def _probe(info: ClusterInfo, run: runstate.RunDir) -> str | None:
     handlers = {rc.metadata.name: rc.handler for rc in rcs.items}
     if info.runtime_class not in handlers:
         return f"RuntimeClass {info.runtime_class} does not exist (have: {sorted(handlers) or 'none'})"
-    if handlers[info.runtime_class] != info.runtime_class:
+    if handlers[info.runtime_class] != info.runtime_handler:
         return (f"RuntimeClass {info.runtime_class} names handler {handlers[info.runtime_class]!r}, not the handler "
-                f"under test {info.runtime_class!r}: its pods would not run on the runtime under test")
+                f"under test {info.runtime_handler!r}: its pods would not run on the runtime under test")
     access = info.node_access_impl()
     for name in info.nodes:
         try:

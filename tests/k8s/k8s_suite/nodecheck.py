@@ -38,7 +38,7 @@ def prove(kube: "Kube", ids: Iterable[str]) -> list[str]:
             r2 = kube.ctx.node_sh(n, proof.info_script(info.ctr, info.containerd_address, missing), ok=None)
             records.update(proof.parse_infos(r2.stdout))
         kube.sandbox_ids.update(sandboxes)
-        proofs, problems = proof.judge(records, ids, info.runtime_class, info.runtime_type)
+        proofs, problems = proof.judge(records, ids, info.runtime_handler, info.runtime_type)
         found += proofs
         kube.proof_problems += [f"node {n}: {p}" for p in problems]
     kube.proofs.update(found)
@@ -64,7 +64,7 @@ def require_proof(kube: "Kube", pods: list[dict]) -> list[str]:
     problems += kube.proof_problems
     if not kube.proofs and ids:
         problems.append(f"no container of this scenario could be proven to run behind handler "
-                        f"{kube.info.runtime_class} (containerd no longer knew any of {len(ids)} id(s))")
+                        f"{kube.info.runtime_handler} (containerd no longer knew any of {len(ids)} id(s))")
     return problems
 
 
