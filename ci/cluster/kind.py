@@ -171,7 +171,10 @@ class KindProvisioner(Provisioner):
 
     def _nodes(self) -> list[str]:
         out = self.run(["kind", "get", "nodes", "--name", self.cfg.cluster_name], timeout=Timeouts.COMMAND).out
-        nodes = sorted(n.strip() for n in out.splitlines() if n.strip() and not n.startswith("No kind nodes"))
+        # workers first: scenarios that need one node take the first (kind taints the control plane
+        # NoSchedule when there are workers; pinned pods would still run there, unpinned ones not)
+        nodes = sorted((n.strip() for n in out.splitlines() if n.strip() and not n.startswith("No kind nodes")),
+                       key=lambda n: (n.endswith("-control-plane"), n))
         if not nodes:
             raise SetupError(f"kind cluster {self.cfg.cluster_name} has no nodes (`kind get nodes` printed {out.strip()[:200]!r})")
         return nodes

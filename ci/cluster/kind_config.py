@@ -73,14 +73,16 @@ def handler_entry(cfg: Config, runtime: str) -> str:
 
 
 def render_config(cfg: Config, runtime: str) -> str:
-    """The kind cluster config: one control-plane node whose containerd gets the handler entry
-    (:func:`handler_entry`) through ``containerdConfigPatches``, applied by kind at creation."""
+    """The kind cluster config: a control-plane node and ``--nodes`` - 1 workers, whose containerd
+    gets the handler entry (:func:`handler_entry`) through ``containerdConfigPatches`` (kind applies
+    the patches to every node at creation)."""
     lines = [
         "# rendered by ci/cluster/kind.py (source: kind/cluster.yaml)",
         "kind: Cluster",
         "apiVersion: kind.x-k8s.io/v1alpha4",
         "nodes:",
         "  - role: control-plane",
+        *("  - role: worker" for _ in range(cfg.nodes - 1)),
         "containerdConfigPatches:",
         "  - |-",
         *(f"    {ln}" for ln in handler_entry(cfg, runtime).rstrip("\n").splitlines()),

@@ -1,5 +1,8 @@
-"""Restart one component of the local cluster in place: same argv, environment and working folder,
-a new process recorded in the same pid file (what ``systemctl restart`` does on a kind node).
+"""Restart one component of the local cluster in place: same argv, environment, working folder and
+cgroups, a new process recorded in the same pid file (what ``systemctl restart`` does on a kind node).
+
+The cgroups matter when the restart runs from inside a pod (node access through a host-exec pod:
+``kubectl exec`` + ``nsenter``): a child would otherwise live in that pod's cgroup and die with it.
 
 S41 runs it on the node through ``ClusterInfo.containerd_restart``. It is a standalone script (it
 imports nothing from ``ci``): ``python3 restart_local.py PIDFILE SOCKET LOG``. Exit 0 once the new
@@ -56,6 +59,43 @@ def _wait(what: str, ok, timeout: float) -> None:
         time.sleep(0.05)  # poll interval
 
 
+def cgroup_procs_files(pid: int, mountinfo: str | None = None, cgroup: str | None = None) -> list[str]:
+    """The ``cgroup.procs`` file of each cgroup ``pid`` is in (v1 hierarchies and v2), as this
+    mount namespace sees them."""
+    mountinfo = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
+    cgroup = Path(f"/proc/{pid}/cgroup").read_text() if cgroup is None else cgroup
+    mounts = []  # (fstype, options, root, mount point)
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if len(f) >= 5 and len(r) >= 3 and r[0] in ("cgroup", "cgroup2"):
+            mounts.append((r[0], set(r[2].split(",")), f[3], f[4]))
+    out = []
+    for line in cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, ctrls, path = parts
+        want = set(filter(None, ctrls.split(",")))
+        for fstype, opts, root, point in mounts:
+            if (fstype == "cgroup2") if not want else (fstype == "cgroup" and want <= opts):
+                rel = path[len(root):] if root != "/" and path.startswith(root) else path
+                out.append(f"{point.rstrip('/')}/{rel.lstrip('/')}".rstrip("/") + "/cgroup.procs")
+                break
+    return out
+
+
+def _join(files: list[str]) -> None:
+    """In the child, before exec: move itself (``0``) into each cgroup; one that cannot be joined
+    (gone, read-only) is skipped: the restart still happens."""
+    for f in files:
+        try:
+            with open(f, "w") as fh:
+                fh.write("0")
+        except OSError:
+            pass
+
+
 def restart(pidfile: Path, sock: str, log: Path) -> str:
     try:
         pid_text, start = pidfile.read_text().split()[:2]
@@ -67,6 +107,7 @@ def restart(pidfile: Path, sock: str, log: Path) -> str:
     argv, env_items = _nul_list(f"/proc/{pid}/cmdline"), _nul_list(f"/proc/{pid}/environ")
     env = dict(kv.split(b"=", 1) for kv in env_items if b"=" in kv)
     cwd = os.readlink(f"/proc/{pid}/cwd")
+    cgroups = cgroup_procs_files(pid)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     try:
@@ -78,7 +119,7 @@ def restart(pidfile: Path, sock: str, log: Path) -> str:
         fh.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} restarting (was pid {pid})\n".encode())
         fh.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=cwd)
+                                start_new_session=True, env=env, cwd=cwd, preexec_fn=lambda: _join(cgroups))
     _wait(f"pid {proc.pid} started", lambda: start_time(proc.pid) is not None or proc.poll() is not None, 5)
     pidfile.write_text(f"{proc.pid} {start_time(proc.pid) or 0}\n")
     _wait(f"the restarted process (pid {proc.pid}) answering on {sock}",

@@ -65,7 +65,8 @@ def test_s27_host_protection(kube):
     probe = kube.ctx.node_sh(node, f"test -e {control}; echo $?; test -e {path}; echo $?", ok=(0,)).stdout.split()
     assert probe[:1] == ["0"], f"node access cannot see its own control file {control}: {probe!r}"
     assert probe[1:2] == ["1"], f"{path}, written inside the pod, exists on node {node}'s real filesystem"
-    # S26's file (reaper's shared overlay) must not be on the host either, when S26 ran
+    # S26's file (reaper's shared overlay) must not be on any node's filesystem either, when S26 ran
     other = naming.node_path(kube.token, "s26", "overlay")
-    leaked = kube.ctx.node_sh(node, f"test -e {other}; echo $?").stdout.strip()
-    assert leaked != "0", f"{other}, written by S26 inside reaper's overlay, exists on node {node}'s real filesystem"
+    for n in kube.info.nodes:
+        leaked = kube.ctx.node_sh(n, f"test -e {other}; echo $?").stdout.strip()
+        assert leaked != "0", f"{other}, written by S26 inside reaper's overlay, exists on node {n}'s real filesystem"

@@ -456,3 +456,37 @@ def test_real_runner_reports_a_failed_command_in_one_line(tmp_path):
     assert "boom" in (tmp_path / "kind.log").read_text()
     assert runner(["sh", "-c", "cat"], input="fed\n").out == "fed\n"
     assert runner(["sh", "-c", "exit 4"], check=False).returncode == 4
+
+
+# ---------------------------------------------------------------------------- several nodes
+
+
+def test_nodes_renders_workers_beside_the_control_plane(tmp_path):
+    doc = yaml.safe_load(render_config(_cfg(tmp_path, "--provisioner", "kind", "--nodes", "3"), "reaper"))
+    assert [n["role"] for n in doc["nodes"]] == ["control-plane", "worker", "worker"]
+    one = yaml.safe_load(render_config(_cfg(tmp_path), "reaper"))
+    assert [n["role"] for n in one["nodes"]] == ["control-plane"]
+
+
+def test_two_nodes_install_and_check_every_node_workers_first(tmp_path):
+    worker = "reaper-ci-worker"
+    src = _workspace(tmp_path)
+    _built(tmp_path)
+    cfg = _cfg(tmp_path, "--source", str(src), "--runtime", "reaper", "--provisioner", "kind", "--nodes", "2")
+    both = f"{NODE}\n{worker}\n"
+    rules = [(("kind", "get", "nodes"), Result(0, both)),
+             (("api", "get", "nodes"), Result(0, json.dumps({"items": [
+                 {"metadata": {"name": n}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+                 for n in (NODE, worker)]})))]
+    for prefix, answer in _fresh_cluster_rules(tmp_path):  # the single node's answers, for the worker too
+        rules.append((prefix, answer))
+        if NODE in prefix:
+            rules.append((tuple(worker if p == NODE else p for p in prefix), answer))
+    runner = FakeRunner(rules)
+    info = KindProvisioner(cfg, runner=runner, api=FakeApi(runner), **fast()).up()
+    assert info.nodes == (worker, NODE)  # scenarios needing one node take the first: a worker
+    seen = runner.argvs(tmp_path)
+    for n in (NODE, worker):
+        assert any(c.startswith(f"docker exec -i {n} /bin/sh -c") and c.endswith("reaper-runtime.reaper-ci-tmp") for c in seen)
+        assert f"docker exec {n} containerd config dump" in seen and f"docker exec {n} crictl info" in seen
+        assert f"docker exec -i {n} systemctl restart containerd" in seen

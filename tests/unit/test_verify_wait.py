@@ -144,3 +144,27 @@ def test_restart_local_restarts_in_place_with_the_same_argv_and_env(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+MOUNTINFO_V1 = """\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+"""
+CGROUP_V1 = "4:memory:/kubepods/x\n3:cpu,cpuacct:/sys/c\n2:name=systemd:/sys/c\n0::/sys/c\n"
+
+
+def test_restart_joins_the_old_process_cgroups_v1_and_v2():
+    """A restart run from a host-exec pod must not leave containerd in that pod's cgroup (it would
+    die with the pod): the new process joins every cgroup of the old one."""
+    assert restart_local.cgroup_procs_files(1, MOUNTINFO_V1, CGROUP_V1) == [
+        "/sys/fs/cgroup/memory/kubepods/x/cgroup.procs",
+        "/sys/fs/cgroup/cpu,cpuacct/sys/c/cgroup.procs",
+        "/sys/fs/cgroup/systemd/sys/c/cgroup.procs",
+        "/sys/fs/cgroup/unified/sys/c/cgroup.procs",
+    ]
+    v2 = "40 25 0:31 /kubelet.slice /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+    assert restart_local.cgroup_procs_files(1, v2, "0::/kubelet.slice/containerd\n") == [
+        "/sys/fs/cgroup/containerd/cgroup.procs"]
