@@ -12,6 +12,7 @@ host-exec pods' namespace and the smoke pods.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,8 @@ class ExistingProvisioner(Provisioner):
         self.cfg = cfg
         self.sleep, self.clock = sleep, clock
         self.kubeconfig = str(cfg.kubeconfig)
-        self.dir = Path(cfg.state_dir) / "existing"
+        key = hashlib.sha256(f"{self.kubeconfig}\0{cfg.context or ''}".encode()).hexdigest()[:12]
+        self.dir = Path(cfg.state_dir) / "existing" / key  # what a run made on this cluster, for `down`
         self._api_factory, self._access_factory = api, access
         self._api: verify.Api | None = None
         self._access: PodNode | None = None
@@ -97,7 +99,9 @@ class ExistingProvisioner(Provisioner):
         try:
             until("the API server", api.readyz, API_TIMEOUT, poll=1, sleep=self.sleep, clock=self.clock)
         except SetupError as e:
-            raise SetupError(f"the API server of --kubeconfig {self.kubeconfig} does not answer: {e}") from None
+            host = getattr(getattr(getattr(api, "api", None), "configuration", None), "host", None)
+            raise SetupError(f"the API server{' at ' + host if host else ''} (--kubeconfig {self.kubeconfig}) does not "
+                             f"answer within {API_TIMEOUT}s: {short_reason(str(e))}") from None
         handler = api.runtime_class_handler(cfg.runtime_class)
         if handler is None:
             raise SetupError(f"RuntimeClass {cfg.runtime_class} does not exist on this cluster (the runtime under test "
@@ -148,9 +152,17 @@ class ExistingProvisioner(Provisioner):
         """Only what the run made: the host-exec pods (their namespace) and any smoke pod left."""
         if not Path(self.kubeconfig).is_file():
             return
-        self.access.close()
-        for node in self._recorded_nodes():
-            self.api.delete_pod("default", verify.smoke_name(node), now=True)
+        if self._access is None and not (self.dir / "cluster.json").is_file():
+            return  # this process made nothing there, and no earlier run recorded that it did
+        try:
+            self.access.close()
+            for node in self._recorded_nodes():
+                self.api.delete_pod("default", verify.smoke_name(node), now=True)
+            (self.dir / "cluster.json").unlink(missing_ok=True)
+        except SetupError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an API gone away: one line, the run's verdict stands
+            raise SetupError(f"removing the run's host-exec pods: {type(e).__name__}: {short_reason(str(e))}") from None
 
     def _recorded_nodes(self) -> tuple[str, ...]:
         path = self.dir / "cluster.json"
@@ -179,3 +191,11 @@ class ExistingProvisioner(Provisioner):
         out = dest / "api-state.txt"
         out.write_text(text)
         return [out]
+
+
+def short_reason(text: str) -> str:
+    """The cause inside a client library's long connection error (``[Errno 111] Connection refused``)."""
+    import re
+
+    m = re.search(r"\[Errno -?\d+\] [^\"')(]+", text) or re.search(r"(timed out|certificate verify failed[^\"')]*)", text)
+    return m.group(0).strip() if m else text.strip().splitlines()[0][:200] if text.strip() else "no answer"

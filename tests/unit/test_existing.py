@@ -249,7 +249,8 @@ def test_existing_up_reads_the_runtime_from_the_nodes_and_smokes_every_node(tmp_
     assert info.containerd_address == "/run/cd/cd.sock" and info.containerd_restart == "systemctl restart containerd"
     smokes = [c for c in api.calls if c.startswith("create default/")]
     assert smokes == [f"create default/{verify.smoke_name('n1')} node=n1", f"create default/{verify.smoke_name('n2')} node=n2"]
-    assert json.loads((tmp_path / "state" / "existing" / "cluster.json").read_text())["nodes"] == ["n1", "n2"]
+    (record,) = (tmp_path / "state" / "existing").glob("*/cluster.json")
+    assert json.loads(record.read_text())["nodes"] == ["n1", "n2"]
 
 
 def test_existing_skips_tainted_nodes_and_says_so_when_none_is_left(tmp_path):
@@ -304,6 +305,10 @@ def test_existing_down_removes_only_what_the_run_made(tmp_path):
     api.calls.clear()
     prov.down()
     assert api.calls == [f"delete-ns {podnode.NAMESPACE}", f"delete default/{verify.smoke_name(NODE)}"]
+    assert not list((tmp_path / "state" / "existing").glob("*/cluster.json"))  # nothing left to remove
+    api.calls.clear()
+    _prov(_cfg(tmp_path), api).down()
+    assert api.calls == []  # a later down with nothing recorded touches nothing
 
 
 @pytest.mark.parametrize("argv, want", [
