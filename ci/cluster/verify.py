@@ -34,45 +34,11 @@ class Api(Protocol):
     def default_service_account(self) -> bool | str: ...
     def apply_runtime_class(self, name: str) -> None: ...
     def runtime_class(self, name: str) -> bool | str: ...
-    def runtime_class_handler(self, name: str) -> str | None:
-        """The handler RuntimeClass ``name`` names, or None when there is no such RuntimeClass."""
-        try:
-            return _read(self.node_api.read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST)).get("handler")
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise SetupError(f"reading RuntimeClass {name} failed: HTTP {e.status} {_message(e)}") from None
-
-    def nodes(self, selector: str | None = None) -> list[dict]:
-        """The nodes (matching the label ``selector``, if given), as JSON objects."""
-        kw = {"label_selector": selector} if selector else {}
-        return _read(self.core.list_node(_preload_content=False, _request_timeout=REQUEST, **kw)).get("items", [])
-
-    def ensure_namespace(self, name: str, labels: dict[str, str]) -> None:
-        try:
-            self.core.create_namespace({"metadata": {"name": name, "labels": {**MANAGED, **labels}}},
-                                       _preload_content=False, _request_timeout=REQUEST)
-        except ApiException as e:
-            if e.status != 409:
-                raise SetupError(f"creating namespace {name} failed: HTTP {e.status} {_message(e)}") from None
-
-    def namespace_phase(self, name: str) -> str | None:
-        """Active/Terminating, or None when the namespace does not exist."""
-        try:
-            ns = _read(self.core.read_namespace(name, _preload_content=False, _request_timeout=REQUEST))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return ns.get("status", {}).get("phase")
-
-    def delete_namespace(self, name: str) -> None:
-        try:
-            self.core.delete_namespace(name, grace_period_seconds=0, _preload_content=False, _request_timeout=REQUEST)
-        except ApiException as e:
-            if e.status != 404:
-                raise SetupError(f"deleting namespace {name} failed: HTTP {e.status} {_message(e)}") from None
-
+    def runtime_class_handler(self, name: str) -> str | None: ...
+    def nodes(self, selector: str | None = None) -> list[dict]: ...
+    def ensure_namespace(self, name: str, labels: dict[str, str]) -> None: ...
+    def namespace_phase(self, name: str) -> str | None: ...
+    def delete_namespace(self, name: str) -> None: ...
     def pod_status(self, ns: str, name: str) -> dict | None: ...
     def create_pod(self, manifest: dict) -> None: ...
     def delete_pod(self, ns: str, name: str, *, now: bool = False) -> None: ...

@@ -233,7 +233,6 @@ def test_up_reaper_on_a_new_cluster_runs_the_exact_sequence(tmp_path):
 
     kc = "<tmp>/state/kind/reaper-ci/kubeconfig"
     d = "<tmp>/state/kind/reaper-ci"
-    rel = "<tmp>/target/x86_64-unknown-linux-musl/release"
     put = 'mkdir -p "$(dirname "$1")" && cat > "$2" && chmod 0755 "$2" && mv -f "$2" "$1"'
     write = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
     assert runner.argvs(tmp_path) == [
