@@ -48,6 +48,7 @@ class ClusterInfo:
     containerd_restart: str | None = None  # node shell command restarting containerd in place (S41); None: cannot
     context: str | None = None  # the kubeconfig's context to use (None: its current context)
     handler: str | None = None  # the containerd handler the RuntimeClass names (None: the RuntimeClass's own name)
+    versions: dict = field(default_factory=dict)  # what the cluster runs: kubernetes, containerd, etcd, node image
 
     @property
     def runtime_handler(self) -> str:

@@ -172,16 +172,23 @@ def _build_into(staging_out: Path, v: Versions, log, jobs: int) -> None:
         raise BuildError(f"build finished but these binaries are missing: {', '.join(missing)}")
 
 
+def containerd_module(version: str) -> str:
+    """containerd's Go module at ``version``: 2.x lives under the /v2 module path."""
+    major = version.lstrip("v").split(".", 1)[0]
+    return "github.com/containerd/containerd" + (f"/v{major}" if major.isdigit() and int(major) >= 2 else "")
+
+
 def containerd_wrapper(work: Path, version: str, log) -> Path:
     """A wrapper module requiring containerd: its go.mod has ``exclude`` directives, so
     ``go install ...@version`` refuses it; as a dependency of a wrapper it builds."""
-    info = json.loads(_run(["go", "mod", "download", "-json", f"github.com/containerd/containerd@{version}"], work, log))
+    module = containerd_module(version)
+    info = json.loads(_run(["go", "mod", "download", "-json", f"{module}@{version}"], work, log))
     go_line = re.search(r"^go (\S+)$", Path(info["GoMod"]).read_text(), re.M)
     mod = work / "containerd"
     mod.mkdir(parents=True, exist_ok=True)
     (mod / "go.mod").write_text("\n".join(["module reaperci.local/containerdbuild", "",
                                            f"go {go_line.group(1) if go_line else '1.22'}", "",
-                                           f"require github.com/containerd/containerd {version}", ""]))
+                                           f"require {module} {version}", ""]))
     return mod
 
 
@@ -190,8 +197,9 @@ def build_containerd(out: Path, version: str, log, jobs: int = 2) -> Path:
     def fill(staging_out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="reaper-ci-gobuild-") as tmp:
             mod = containerd_wrapper(Path(tmp), version, log)
-            pkgs = [f"github.com/containerd/containerd/cmd/{b}" for b in CONTAINERD_BINARIES]
-            flags = f"-s -w -X github.com/containerd/containerd/version.Version={version}"
+            module = containerd_module(version)
+            pkgs = [f"{module}/cmd/{b}" for b in CONTAINERD_BINARIES]
+            flags = f"-s -w -X {module}/version.Version={version}"
             _run(["go", "build", "-p", str(jobs), "-trimpath", "-tags", CONTAINERD_TAGS, "-ldflags", flags,
                   "-o", str(staging_out) + "/", *pkgs], mod, log, _go_env())
         missing = [b for b in CONTAINERD_BINARIES if not (staging_out / b).is_file()]

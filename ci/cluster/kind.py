@@ -141,6 +141,7 @@ class KindProvisioner(Provisioner):
             runtime_log=REAPER_LOG if runtime == "reaper" else None,
             runtime_state_dir=REAPER_RUN if runtime == "reaper" else RUNC_STATE,
             component_logs=component_logs(runtime),
+            versions={"node_image": cfg.kind_node_image},
             # kind nodes keep the stock kubelet/CRI log/containerd paths (ClusterInfo's defaults)
             containerd_restart=" ".join(rt.SYSTEMD_CONTAINERD_RESTART),  # kind nodes run containerd as a systemd unit
         )

@@ -182,7 +182,7 @@ def test_a_changed_runtime_build_is_never_reused(prov, tmp_path, monkeypatch):
     old, new = built(b"old"), built(b"new")
     info = ClusterInfo(provisioner="local", name="reaper-ci", kubeconfig="k", runtime="reaper", runtime_class="reaper-v2",
                        shim_process="containerd-shim-reaper-v2", nodes=("vm",), image=prov.cfg.image,
-                       node_access="local", runtime_build=old.digest())
+                       node_access="local", runtime_build=old.digest(), versions=prov._versions())
     info.save(prov.lay.info)
     # every component alive and the API healthy: only the build decides
     monkeypatch.setattr(local_provisioner, "pid_alive", lambda path: 4242)
@@ -191,6 +191,9 @@ def test_a_changed_runtime_build_is_never_reused(prov, tmp_path, monkeypatch):
     assert prov._reuse("reaper", new) is None
     reused = prov._reuse("reaper", old)
     assert reused is not None and reused.runtime_build == old.digest()
+    # ... and other versions (a matrix cell) never reuse it either
+    prov.cfg = prov.cfg.with_(containerd_version="v2.2.9")
+    assert prov._reuse("reaper", old) is None
 
 
 def test_down_at_a_state_folder_without_a_cluster_touches_nothing_host_wide(tmp_path, monkeypatch):

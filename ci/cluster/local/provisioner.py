@@ -88,6 +88,9 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         if info.runtime != runtime or info.runtime_class != self.cfg.runtime_class or info.image != self.cfg.image:
             console.info(f"recorded cluster serves {info.runtime}/{info.runtime_class}; {runtime}/{self.cfg.runtime_class} wanted")
             return None
+        if info.versions != self._versions():
+            console.info(f"recorded cluster runs {info.versions or 'unrecorded versions'}; {self._versions()} wanted")
+            return None
         if built is not None and info.runtime_build != built.digest():
             # reaper keeps node-wide state across pods (its shared mount namespace and overlay); a
             # different build must not inherit the old build's (a newer reaper refuses to adopt it)
@@ -163,6 +166,7 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
             runtime_state_dir=str(lay.reaper_run) if runtime == "reaper" else str(lay.runc_root / "k8s.io"),
             component_logs=self._component_logs(runtime),
             runtime_build=built.digest() if built is not None else None,
+            versions=self._versions(),
             **self._node_fields(runtime),
         )
         verify.smoke(self.api, info, lambda what, probe, timeout: self._wait(what, probe, timeout, watch=COMPONENTS),
@@ -170,6 +174,9 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         info.save(lay.info)
         console.info(f"local cluster up in {time.monotonic() - started:.1f}s: kubeconfig {lay.kubeconfig}")
         return info
+
+    def _versions(self) -> dict[str, str]:
+        return {"kubernetes": self.cfg.k8s_version, "containerd": self.cfg.containerd_version, "etcd": self.cfg.etcd_version}
 
     def _node_fields(self, runtime: str) -> dict[str, str]:
         """Where this node keeps what the suite inspects (ClusterInfo fields; refreshed on reuse)."""

@@ -10,13 +10,20 @@ from ci.config import Config
 from ci.cluster.local.layout import APISERVER_PORT, BRIDGE, CNI_BIN_DIR, CNI_NETWORK, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_HEALTHZ_PORT, KUBELET_PORT, Layout, POD_CIDR, SCHEDULER_PORT, SERVICE_CIDR
 
 
+def containerd_config_version(containerd_version: str) -> int:
+    """The config schema a containerd reads natively: 2 for 1.x, 3 for 2.x."""
+    major = containerd_version.lstrip("v").split(".", 1)[0]
+    return 3 if major.isdigit() and int(major) >= 2 else 2
+
+
 def containerd_config(lay: Layout, cfg: Config, runtime: str) -> str:
-    """containerd config (version 2) for our dedicated instance."""
-    handler = rt.handler_toml(cfg.runtime_class, runtime, cfg.runtime_type, str(lay.runc_root))
-    return f"""version = 2
+    """containerd config for our dedicated instance: version 2 (containerd 1.x) or 3 (2.x)."""
+    version = containerd_config_version(cfg.containerd_version)
+    handler = rt.handler_toml(cfg.runtime_class, runtime, cfg.runtime_type, str(lay.runc_root), config_version=version)
+    head = f"""version = {version}
 root = "{lay.containerd_root}"
 state = "{lay.containerd_state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+disabled_plugins = [{DISABLED_PLUGINS[version]}]
 
 [grpc]
   address = "{lay.containerd_sock}"
@@ -32,15 +39,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{lay.containerd_root}/opt"
-
+"""
+    # Clamp containers' oom_score_adj to containerd's own (restrict_oom_score_adj): a host without
+    # CAP_SYS_RESOURCE in the bounding set (seen on the project's VMs) refuses the sandbox's -998
+    # and runc init dies.
+    if version == 2:
+        return head + f"""
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{cfg.pause_image}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
   max_container_log_line_size = 16384
-  # Clamp containers' oom_score_adj to containerd's own: a host without CAP_SYS_RESOURCE in the
-  # bounding set (seen on the project's VMs) refuses the sandbox's -998 and runc init dies.
   restrict_oom_score_adj = true
 
 [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -61,6 +71,50 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   conf_dir = "{lay.cni_conf}"
   max_conf_num = 1
 """
+    # containerd 2.x splits the CRI plugin: images (snapshotter, the pinned sandbox image), runtime
+    # (runtimes, CNI, log line size, oom clamp), and the gRPC server (streaming). NRI (a host-wide
+    # socket) and CDI are on by default in 2.x: off, so the instance touches nothing of the host's.
+    return head + f"""
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  discard_unpacked_layers = false
+
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{cfg.pause_image}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  max_container_log_line_size = 16384
+  restrict_oom_score_adj = true
+  enable_cdi = false
+
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "runc"
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "{rt.RUNC_RUNTIME_TYPE}"
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{lay.runc_root}"
+
+{handler}
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{CNI_BIN_DIR}"]
+  conf_dir = "{lay.cni_conf}"
+  max_conf_num = 1
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"""
+
+
+_SNAPSHOTTERS_OFF = '"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"'
+DISABLED_PLUGINS = {
+    2: '"io.containerd.snapshotter.v1.aufs", ' + _SNAPSHOTTERS_OFF,
+    3: _SNAPSHOTTERS_OFF + ', "io.containerd.nri.v1.nri"',
+}
 
 
 def cni_conflist(lay: Layout) -> str:
