@@ -47,6 +47,16 @@ def test_proof_reads_runtime_and_sandbox_handler():
     assert not proofs and "created with handler 'reaper-v2', not 'other'" in problems[0]
 
 
+def test_proof_reads_past_ctr_warnings():
+    """containerd 2.2's ctr warns (logrus, on stderr, merged) on every call on a cgroup v1 host."""
+    warn = ('time="2026-12-03T11:49:15Z" level=warning msg="DEPRECATION: The support for cgroup v1 is deprecated '
+            'since containerd v2.2"')
+    recs = proof.parse_infos(f"=== {A}\n{warn}\n{_info(A, 'io.containerd.reaper.v2', SB)}\n"
+                             f"=== {B}\n{warn}\nctr: container \"{B}\" in namespace \"k8s.io\": not found\n")
+    assert recs[A].sandbox_id == SB
+    assert recs[B] == f'ctr: container "{B}" in namespace "k8s.io": not found'
+
+
 def test_proof_script_only_takes_container_ids():
     script = proof.info_script("/x/ctr", "/run/c.sock", [A, "; rm -rf /", ""])
     assert A in script and "rm -rf" not in script

@@ -49,6 +49,9 @@ def info_script(ctr: str, address: str, ids: Iterable[str]) -> str:
     return "".join(f'echo "=== {i}"; {base} {i} 2>&1; ' for i in safe) or "true"
 
 
+_CTR_NOTICE = re.compile(r'^time="[^"]*" level=(warning|info|debug) ')
+
+
 def parse_infos(text: str) -> dict[str, Record | str]:
     """``id -> Record`` (or the error text ctr printed for that id) from :func:`info_script` output."""
     out: dict[str, Record | str] = {}
@@ -58,7 +61,8 @@ def parse_infos(text: str) -> dict[str, Record | str]:
     def flush() -> None:
         if cur is None:
             return
-        raw = "\n".join(buf).strip()
+        # ctr's own log lines (containerd 2.2 warns on every call on a cgroup v1 host) are not the answer
+        raw = "\n".join(ln for ln in buf if not _CTR_NOTICE.match(ln)).strip()
         try:
             out[cur] = record(cur, json.loads(raw))
         except (json.JSONDecodeError, ProofError):
