@@ -44,6 +44,18 @@ def k8s(session: nox.Session) -> None:
     _ci(session, "k8s")
 
 
+@nox.session(python=PYTHON, default=False, tags=["cluster"])
+def critest(session: nox.Session) -> None:
+    """cri-tools' critest against the local cluster's containerd handler; judged by tests/critest/expected-<runtime>.yaml."""
+    _ci(session, "critest")
+
+
+@nox.session(python=PYTHON, default=False, tags=["cluster"])
+def matrix(session: nox.Session) -> None:
+    """Phases 2-4 once per containerd x Kubernetes version cell, a fresh local cluster each; one table."""
+    _ci(session, "matrix")
+
+
 @nox.session(name="ci", python=PYTHON, default=False)
 def ci_all(session: nox.Session) -> None:
     """Phase 1 then Phases 2-4: what the GitHub Actions workflow runs."""

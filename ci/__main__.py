@@ -17,6 +17,8 @@ COMMANDS = {
     "cluster": ("ci.phases.cluster", "Cluster: up | down | status | logs"),
     "k8s": ("ci.phases.k8s", "Phases 2-4: provision, install the runtime, run tests/k8s, report"),
     "ci": ("ci.phases.full", "Phase 1 then Phases 2-4"),
+    "critest": ("ci.phases.critest", "critest (cri-tools) against the local cluster's handler, vs tests/critest/expected-*.yaml"),
+    "matrix": ("ci.phases.matrix", "Phases 2-4 on a fresh local cluster per containerd x Kubernetes version"),
 }
 
 

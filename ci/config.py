@@ -25,6 +25,11 @@ DEFAULT_TARGET_TIMEOUT = 1800.0  # seconds one cargo test binary may run before 
 DEFAULT_K8S_VERSION = "v1.33.13"
 DEFAULT_ETCD_VERSION = "v3.5.21"
 DEFAULT_CONTAINERD_VERSION = "v1.7.29"
+# matrix defaults: reaper claims "Kubernetes 1.25+" (its Helm chart) and both containerd config
+# layouts (1.x and 2.x) without an upper bound; the cells are the oldest and newest of each that the
+# Go module proxy serves and that build with this toolchain, proven here (README: Version matrix)
+DEFAULT_MATRIX_CONTAINERD = ("v1.7.29", "v2.2.9")
+DEFAULT_MATRIX_K8S = ("v1.33.13", "v1.35.8")
 DEFAULT_IMAGE = "docker.io/library/busybox:reaper-ci"
 DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:reaper-ci"
 # kindest/node image for the kind path, same minor as the local path's Kubernetes: the v1.33
@@ -51,6 +56,9 @@ class Config:
     node_selector: str | None = None  # label selector: the nodes the run uses (None: every schedulable node)
     nodes: int = 1  # kind: how many nodes (1 control plane + nodes-1 workers)
     containerd_restart: str | None = None  # node command restarting containerd in place (S41), overrides discovery
+    # matrix: the cells are every containerd x Kubernetes version pair
+    matrix_containerd: tuple[str, ...] = DEFAULT_MATRIX_CONTAINERD
+    matrix_k8s: tuple[str, ...] = DEFAULT_MATRIX_K8S
     runtime: str = "runc"  # reaper | runc: what will run behind the handler (``auto`` resolved by parse; existing: by the nodes)
     runtime_requested: str = "auto"  # auto | reaper | runc: what the command line or environment asked for
     cluster_name: str = "reaper-ci"
@@ -136,6 +144,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--node-selector", "REAPER_NODE_SELECTOR"),
     Option("--nodes", "REAPER_KIND_NODES"),
     Option("--containerd-restart", "REAPER_CONTAINERD_RESTART"),
+    Option("--containerd", "REAPER_MATRIX_CONTAINERD", ",".join(DEFAULT_MATRIX_CONTAINERD)),
+    Option("--k8s", "REAPER_MATRIX_K8S", ",".join(DEFAULT_MATRIX_K8S)),
     Option("--runtime", "REAPER_RUNTIME", "auto", choices=("auto", "reaper", "runc")),
     Option("--cluster-name", "REAPER_CLUSTER_NAME", "reaper-ci"),
     Option("--keep-cluster", "REAPER_KEEP_CLUSTER", switch=True),
@@ -263,6 +273,8 @@ def parse(
         node_selector=v["node_selector"],
         nodes=nodes,
         containerd_restart=v["containerd_restart"],
+        matrix_containerd=_versions("--containerd", v["containerd"]),
+        matrix_k8s=_versions("--k8s", v["k8s"]),
         # existing: what runs behind the handler is read from the nodes (``auto`` stays until then)
         runtime=requested if requested != "auto" or provisioner == "existing" else ("reaper" if source else "runc"),
         runtime_requested=requested,
@@ -313,6 +325,20 @@ def _count(flag: str, raw: str | None, default: int) -> int:
 
 def _seconds(flag: str, raw: str | None, default: float) -> float:
     return _number(flag, raw, default, float, lambda v: v > 0, "more than 0 seconds")
+
+
+_VERSION = re.compile(r"v\d+\.\d+\.\d+")
+
+
+def _versions(flag: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of exact versions (``v1.33.13``): each is built from source, so a
+    typo must fail here, not after minutes of building."""
+    items = tuple(dict.fromkeys(x.strip() for x in raw.split(",") if x.strip()))
+    bad = [x for x in items if not _VERSION.fullmatch(x)]
+    if not items or bad:
+        raise UsageError(f"{flag} {raw!r}: expected exact versions like v1.33.13, comma-separated"
+                         + (f" (not: {', '.join(bad)})" if bad else ""))
+    return items
 
 
 def _looks_like_ours(arg: str, known: set[str]) -> str | None:
