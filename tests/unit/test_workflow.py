@@ -266,3 +266,16 @@ def test_nox_call_pattern_sees_sessions():
     assert NOX_CALL.findall("nox -s phase1") == ["phase1"]
     assert NOX_CALL.findall("nox --no-color -s k8s -- --provisioner kind") == ["k8s"]
     assert NOX_CALL.findall("python -m pip install nox") == []
+
+
+def test_small_kind_matrix_on_push_and_the_full_matrix_weekly_or_by_hand(wf):
+    include = wf["jobs"]["k8s"]["strategy"]["matrix"]["include"]
+    images = {e["image"] for e in include}
+    assert len(images) == 2 and all("@sha256:" in i for i in images)  # two node images, digest-pinned
+    assert {e["nodes"] for e in include} == {1, 2}  # and the multi-node logic
+    step = next(s for s in wf["jobs"]["k8s"]["steps"] if "nox -s k8s" in s.get("run", ""))
+    assert step["env"]["REAPER_KIND_NODE_IMAGE"] == "${{ matrix.image }}" and step["env"]["REAPER_KIND_NODES"] == "${{ matrix.nodes }}"
+    job = wf["jobs"]["matrix"]
+    assert "schedule" in wf["on"] and job["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
+    run = " ".join(s.get("run", "") for s in job["steps"])
+    assert 'nox -s matrix -- --runtime reaper --source "$REAPER_SOURCE"' in run and run.count("sudo") == 1
