@@ -96,37 +96,57 @@ def _join(files: list[str]) -> None:
             pass
 
 
+class Captured:
+    """What it takes to start a recorded process again as it was: argv, environment, working
+    folder and cgroups, read from /proc while it runs."""
+
+    def __init__(self, pidfile: Path):
+        try:
+            pid_text, start = pidfile.read_text().split()[:2]
+            self.pid = int(pid_text)
+        except (OSError, ValueError) as e:
+            raise RestartError(f"cannot read pid file {pidfile}: {e}") from None
+        self.start = start
+        if start_time(self.pid) != start:
+            raise RestartError(f"the process recorded in {pidfile} (pid {self.pid}) is not running")
+        self.argv = _nul_list(f"/proc/{self.pid}/cmdline")
+        self.env = dict(kv.split(b"=", 1) for kv in _nul_list(f"/proc/{self.pid}/environ") if b"=" in kv)
+        self.cwd = os.readlink(f"/proc/{self.pid}/cwd")
+        self.cgroups = cgroup_procs_files(self.pid)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns once the process is gone."""
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            _wait(f"pid {self.pid} exited after SIGTERM", lambda: start_time(self.pid) != self.start, STOP_TIMEOUT)
+        except RestartError:
+            os.kill(self.pid, signal.SIGKILL)
+            _wait(f"pid {self.pid} exited after SIGKILL", lambda: start_time(self.pid) != self.start, STOP_TIMEOUT)
+
+    def launch(self, pidfile: Path, log: Path, why: str) -> subprocess.Popen:
+        """Start it again (its own session, its old cgroups), recorded in ``pidfile``, output to ``log``."""
+        with open(log, "ab") as fh:
+            fh.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {why} (was pid {self.pid})\n".encode())
+            fh.flush()
+            cgroups = self.cgroups
+            proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=self.env, cwd=self.cwd,
+                                    preexec_fn=lambda: _join(cgroups))
+        _wait(f"pid {proc.pid} started", lambda: start_time(proc.pid) is not None or proc.poll() is not None, 5)
+        pidfile.write_text(f"{proc.pid} {start_time(proc.pid) or 0}\n")
+        return proc
+
+
 def restart(pidfile: Path, sock: str, log: Path) -> str:
-    try:
-        pid_text, start = pidfile.read_text().split()[:2]
-        pid = int(pid_text)
-    except (OSError, ValueError) as e:
-        raise RestartError(f"cannot read pid file {pidfile}: {e}") from None
-    if start_time(pid) != start:
-        raise RestartError(f"the process recorded in {pidfile} (pid {pid}) is not running")
-    argv, env_items = _nul_list(f"/proc/{pid}/cmdline"), _nul_list(f"/proc/{pid}/environ")
-    env = dict(kv.split(b"=", 1) for kv in env_items if b"=" in kv)
-    cwd = os.readlink(f"/proc/{pid}/cwd")
-    cgroups = cgroup_procs_files(pid)
+    was = Captured(pidfile)
     t0 = time.monotonic()
-    os.kill(pid, signal.SIGTERM)
-    try:
-        _wait(f"pid {pid} exited after SIGTERM", lambda: start_time(pid) != start, STOP_TIMEOUT)
-    except RestartError:
-        os.kill(pid, signal.SIGKILL)
-        _wait(f"pid {pid} exited after SIGKILL", lambda: start_time(pid) != start, STOP_TIMEOUT)
-    with open(log, "ab") as fh:
-        fh.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} restarting (was pid {pid})\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=cwd, preexec_fn=lambda: _join(cgroups))
-    _wait(f"pid {proc.pid} started", lambda: start_time(proc.pid) is not None or proc.poll() is not None, 5)
-    pidfile.write_text(f"{proc.pid} {start_time(proc.pid) or 0}\n")
+    was.stop()
+    proc = was.launch(pidfile, log, "restarting")
     _wait(f"the restarted process (pid {proc.pid}) answering on {sock}",
           lambda: proc.poll() is None and _answers(sock) or proc.poll() is not None, READY_TIMEOUT)
     if proc.poll() is not None:
         raise RestartError(f"the restarted process exited with {proc.returncode} (log: {log})")
-    return f"restarted pid {pid} -> {proc.pid} in {time.monotonic() - t0:.1f}s"
+    return f"restarted pid {was.pid} -> {proc.pid} in {time.monotonic() - t0:.1f}s"
 
 
 def main(args: list[str]) -> int:

@@ -11,12 +11,13 @@ spec that passes, 3 when critest could not run at all (setup), 2 on bad flags or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from ci import config as config_mod
 from ci import console, critest, tools
@@ -93,6 +94,37 @@ def cluster(cfg: Config, requested: str) -> ClusterInfo:
     return info
 
 
+@contextlib.contextmanager
+def kubelet_paused(cfg: Config, info: ClusterInfo) -> Iterator[None]:
+    """critest must be the CRI server's only client (cri-tools docs/validation.md): the cluster's
+    kubelet kills the pods it does not know within seconds (and deletes their logs), which failed
+    four specs on runc. The kubelet is stopped for the run and started again as it was (argv,
+    environment, cgroups), then the node must be Ready again."""
+    from ci.cluster import restart_local
+    from ci.cluster.local.layout import Layout
+    from ci.cluster.verify import Verifier
+    from ci.wait import until
+
+    lay = Layout(Path(cfg.state_dir))
+    pidfile, klog = lay.pidfile("kubelet"), lay.log("kubelet")
+    try:
+        kubelet = restart_local.Captured(pidfile)
+        kubelet.stop()
+    except (restart_local.RestartError, OSError) as e:
+        raise SetupError(f"critest: cannot stop the cluster's kubelet for the run ({e})") from None
+    console.info(f"critest: kubelet (pid {kubelet.pid}) stopped for the run; started again afterwards")
+    try:
+        yield
+    finally:
+        try:
+            kubelet.launch(pidfile, klog, "started again after critest")
+            api = Verifier(info.kubeconfig, info.context)
+            until(f"node {', '.join(info.nodes)} Ready after the kubelet's restart", lambda: api.nodes_ready(info.nodes), 120)
+        except (restart_local.RestartError, OSError) as e:
+            raise SetupError(f"critest: the kubelet did not start again ({e}; log {klog}): "
+                             "`nox -s cluster -- up` repairs the cluster") from None
+
+
 def run(cfg: Config, opts: Options, started: float) -> int:
     info = cluster(cfg, opts.runtime)
     expected_path = EXPECTED_DIR / f"expected-{info.runtime}.yaml"
@@ -111,7 +143,7 @@ def run(cfg: Config, opts: Options, started: float) -> int:
                         parallel=opts.parallel, images_file=images, focus=opts.focus)
     path_env = {"PATH": os.pathsep.join([str(binary.parent), os.environ.get("PATH", "")])}  # ginkgo, for -parallel
     with console.phase(f"critest: runtime {info.runtime} behind handler {info.runtime_handler} "
-                       f"({info.containerd_address})"):
+                       f"({info.containerd_address})"), kubelet_paused(cfg, info):
         proc = tools.run(tools.tool(argv[0]), *argv[1:], log=log, env=path_env, ok_code=range(256),
                          timeout=RUN_TIMEOUT, what="critest")
     code = proc.exit_code
