@@ -113,10 +113,14 @@ def _collect(prov, dest: Path) -> None:
         console.error(f"could not collect cluster logs: {e}")
 
 
-def main(argv: list[str]) -> int:
-    cfg = config_mod.parse(argv, prog="k8s")
+def setup_error_is_exit_3(run_fn, cfg: Config) -> int:
+    """``run_fn(cfg)``, a SetupError shown as its one line with exit 3 (other errors: ci.__main__)."""
     try:
-        return run(cfg)
+        return run_fn(cfg)
     except SetupError as e:
         console.error(str(e))
         return EXIT_SETUP
+
+
+def main(argv: list[str]) -> int:
+    return setup_error_is_exit_3(run, config_mod.parse(argv, prog="k8s"))

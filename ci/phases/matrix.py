@@ -147,9 +147,6 @@ def run(cfg: Config) -> int:
 
 
 def main(argv: list[str]) -> int:
-    cfg = config_mod.parse(argv, prog="matrix")
-    try:
-        return run(cfg)
-    except SetupError as e:
-        console.error(str(e))
-        return EXIT_SETUP
+    from ci.phases.k8s import setup_error_is_exit_3
+
+    return setup_error_is_exit_3(run, config_mod.parse(argv, prog="matrix"))
