@@ -108,6 +108,7 @@ def test_cni_conflist():
 def test_kubelet_config():
     doc = json.loads(local.kubelet_config(LAY, "192.0.2.2"))
     assert doc["cgroupDriver"] == "cgroupfs"
+    assert doc["failCgroupV1"] is False  # kubelet 1.35 refuses cgroup v1 hosts otherwise
     assert doc["imageGCHighThresholdPercent"] == 100
     assert doc["failSwapOn"] is False
     assert doc["authentication"]["anonymous"]["enabled"] is False

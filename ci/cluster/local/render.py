@@ -163,6 +163,10 @@ def kubelet_config(lay: Layout, node_ip: str) -> str:
             "tlsCertFile": str(lay.pki / "kubelet-serving.crt"),
             "tlsPrivateKeyFile": str(lay.pki / "kubelet-serving.key"),
             "cgroupDriver": "cgroupfs",
+            # Kubernetes 1.35's kubelet refuses a cgroup v1 host unless told not to (failCgroupV1,
+            # a field since 1.31); the project's VMs are cgroup v1. Without it every 1.35 cell of the
+            # matrix was a setup error ("kubelet is configured to not run on a host using cgroup v1").
+            "failCgroupV1": False,
             "containerRuntimeEndpoint": f"unix://{lay.containerd_sock}",
             "failSwapOn": False,
             "imageGCHighThresholdPercent": 100,
