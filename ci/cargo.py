@@ -24,7 +24,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import sh
 
@@ -266,14 +266,7 @@ def build_tests(
         except ValueError:
             on_err(line)
 
-    def on_err(line: str) -> None:
-        text.append(line)
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        if fh:
-            fh.write(line)
-            fh.flush()
+    on_err = _sink(text, echo, fh)
 
     start = time.monotonic()
     try:
@@ -298,12 +291,9 @@ def build_tests(
 _FMT_DIFF_RE = re.compile(r"^Diff in (?P<file>.+?)(?::(?P<line>\d+))?:?\s*$")
 
 
-def _run_step(cargo: sh.Command, name: str, args: Sequence[str], source: Path, log: Path | None,
-              echo: bool) -> tuple[int, str, float]:
-    text: list[str] = []
-    fh = _open_log(log, f"$ cargo {' '.join(args)}")
-
-    def out(line: str) -> None:
+def _sink(text: list[str], echo: bool, fh) -> Callable[[str], None]:
+    """A line callback: keep the line, echo it to the console (``echo``), append it to the log."""
+    def take(line: str) -> None:
         text.append(line)
         if echo:
             sys.stdout.write(line)
@@ -311,6 +301,16 @@ def _run_step(cargo: sh.Command, name: str, args: Sequence[str], source: Path, l
         if fh:
             fh.write(line)
             fh.flush()
+
+    return take
+
+
+def _run_step(cargo: sh.Command, name: str, args: Sequence[str], source: Path, log: Path | None,
+              echo: bool) -> tuple[int, str, float]:
+    text: list[str] = []
+    fh = _open_log(log, f"$ cargo {' '.join(args)}")
+
+    out = _sink(text, echo, fh)
 
     start = time.monotonic()
     try:
