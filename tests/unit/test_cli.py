@@ -62,3 +62,21 @@ def test_missing_cargo_is_one_line(tmp_path):
     (ws / "Cargo.toml").write_text('[package]\nname = "x"\nversion = "0.1.0"\nedition = "2021"\n')
     proc = run_ci("phase1", "--source", str(ws), "--artifacts", str(tmp_path / "a"), env={"PATH": "/nonexistent"})
     assert_one_line_error(proc, 1, "`cargo` not found on PATH")
+
+
+def test_existing_cluster_without_kubectl_is_one_line_before_any_api_call(tmp_path):
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\n")
+    proc = run_ci("k8s", "--provisioner", "existing", "--kubeconfig", str(kc), "--artifacts", str(tmp_path / "a"),
+                  env={"PATH": "/nonexistent"})
+    assert_one_line_error(proc, 1, "`kubectl` not found on PATH")
+
+
+def test_existing_cluster_with_a_missing_kubeconfig_is_a_setup_error(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "kubectl").chmod(0o755)
+    proc = run_ci("k8s", "--provisioner", "existing", "--kubeconfig", str(tmp_path / "nope"),
+                  "--artifacts", str(tmp_path / "a"), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert_one_line_error(proc, 3, "no such file")
