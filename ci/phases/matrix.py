@@ -102,8 +102,9 @@ def table(cells_: list[Cell]) -> str:
     fmt = lambda r: "  ".join(r[i].ljust(widths[i]) for i in range(len(r))).rstrip()  # noqa: E731
     lines = [fmt(head), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
     for c in cells_:
-        if c.detail:
-            lines.append(f"{c.label}: {c.detail.splitlines()[0][:300]}")
+        rows_ = [r.strip() for r in c.detail.splitlines() if r.strip()]
+        if rows_:  # the error's line, and its last line (often the cause: a log's tail)
+            lines.append(f"{c.label}: {rows_[0][:300]}" + (f" ... {rows_[-1][:300]}" if len(rows_) > 1 else ""))
     return "\n".join(lines)
 
 
