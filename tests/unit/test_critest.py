@@ -139,7 +139,9 @@ def test_expected_list_needs_a_reason(tmp_path):
 def test_checked_in_lists_load():
     for runtime in ("reaper", "runc"):
         assert isinstance(ct.load_expected(phase.EXPECTED_DIR / f"expected-{runtime}.yaml"), list)
-    assert ct.load_expected(phase.EXPECTED_DIR / "expected-runc.yaml") == []
+    # runc's list names only the offline test image's gaps (each with its reason), nothing of runc's
+    runc = ct.load_expected(phase.EXPECTED_DIR / "expected-runc.yaml")
+    assert runc and all(e.reason.startswith("test image:") for e in runc)
 
 
 def test_build_reuses_a_cached_binary_without_go(tmp_path):
