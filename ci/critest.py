@@ -119,8 +119,11 @@ def wrapper_gomod(go_version: str) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
+SUITE_TIMEOUT = 600  # seconds: runc passes in about 1 minute, reaper's working specs in about 5 (4 in parallel)
+
+
 def argv(critest: Path, endpoint: str, handler: str, junit: Path, skip: str = OFFLINE_SKIP, parallel: int = 1,
-         images_file: Path | None = None, focus: str | None = None) -> list[str]:
+         images_file: Path | None = None, focus: str | None = None, timeout: float = SUITE_TIMEOUT) -> list[str]:
     """critest's command line. Both endpoints are explicit: they override /etc/crictl.yaml, which
     critest reads whatever -config says. JUnit goes through ginkgo (-report-dir is a no-op)."""
     sock = endpoint if "://" in endpoint else f"unix://{endpoint}"
@@ -133,7 +136,10 @@ def argv(critest: Path, endpoint: str, handler: str, junit: Path, skip: str = OF
         out.append(f"--ginkgo.skip={skip}")
     if focus:
         out.append(f"--ginkgo.focus={focus}")
-    out += ["--ginkgo.no-color", "--ginkgo.v", f"--ginkgo.junit-report={Path(junit).resolve()}"]
+    # ginkgo's own deadline for the whole suite: a spec that hangs on the runtime (reaper's attach)
+    # is interrupted then and reported failed in the JUnit, instead of holding the run for ginkgo's 1 h
+    out += ["--ginkgo.no-color", "--ginkgo.v", f"--ginkgo.timeout={int(timeout)}s",
+            f"--ginkgo.junit-report={Path(junit).resolve()}"]
     return out
 
 

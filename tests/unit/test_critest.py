@@ -58,6 +58,7 @@ def test_argv_shape(tmp_path):
     assert f"--ginkgo.skip={ct.OFFLINE_SKIP}" in a and "Image Manager" in ct.OFFLINE_SKIP
     assert f"-test-images-file={images}" in a
     assert not any(x.startswith(("-parallel", "--ginkgo.focus", "-report-dir")) for x in a)
+    assert f"--ginkgo.timeout={ct.SUITE_TIMEOUT}s" in a  # a spec hanging on the runtime cannot hold the run for 1 h
     assert yaml.safe_load(images.read_text()) == {"defaultTestContainerImage": "docker.io/library/busybox:reaper-ci",
                                                  "webServerTestImage": "docker.io/library/busybox:reaper-ci"}
     b = ct.argv(Path("c"), "unix:///s.sock", "h", Path("j.xml"), skip="", parallel=3, focus="Conformance")
