@@ -33,7 +33,6 @@ ENTER = ('k=$(pidof kubelet); k=${k%% *}; '
          '[ -n "$k" ] || { echo "reaper-ci node access: no kubelet process on this node" >&2; exit 125; }; '
          'exec nsenter -t "$k" -m -u -i -n -p -- /bin/sh -c \'exec "$@"\' sh "$@"')
 # (the node's own /bin/sh runs the command: busybox would run its own applet for a bare name like `ps`)
-NO_KUBELET = 125
 
 
 def pod_name(node: str) -> str:
@@ -103,11 +102,6 @@ class PodNode(NodeAccess):
         self.ensure(node)
         return [*self._kubectl(), "exec", "-i", "-n", NAMESPACE, pod_name(node), "--",
                 "/bin/sh", "-c", ENTER, "sh", *argv]
-
-    def pod_argv(self, node: str, argv: Sequence[str]) -> list[str]:
-        """``argv`` inside the host-exec pod itself (busybox, the node's /proc through hostPID)."""
-        self.ensure(node)
-        return [*self._kubectl(), "exec", "-i", "-n", NAMESPACE, pod_name(node), "--", *argv]
 
     def ensure(self, node: str, timeout: float = READY_TIMEOUT) -> None:
         """The node's host-exec pod runs (created when missing; one that ended is made anew)."""

@@ -93,11 +93,11 @@ class Verifier:
             self.node_api.replace_runtime_class(name, body, _preload_content=False, _request_timeout=REQUEST)
 
     def runtime_class(self, name: str) -> bool | str:
-        try:
-            rc = _read(self.node_api.read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST))
-        except ApiException as e:
-            return f"HTTP {e.status}"
-        return True if rc.get("handler") == name else f"handler is {rc.get('handler')!r}"
+        """True when RuntimeClass ``name`` exists and names the handler of the same name."""
+        handler = self.runtime_class_handler(name)
+        if handler is None:
+            return "HTTP 404"
+        return True if handler == name else f"handler is {handler!r}"
 
     def runtime_class_handler(self, name: str) -> str | None:
         """The handler RuntimeClass ``name`` names, or None when there is no such RuntimeClass."""

@@ -20,7 +20,7 @@ from ci import config as config_mod
 from ci import console
 from ci.config import Config
 from ci.contract import EXIT_OK, EXIT_PRODUCT_FAILURE, EXIT_SETUP, RUN_DIR, VERDICT_FILE
-from ci.errors import CIError, RuntimeFailure, SetupError, UsageError
+from ci.errors import CIError, SetupError, UsageError
 
 MARK = {"passed": "pass", "failed": "FAIL", "errors": "FAIL", "infrastructure": "infra", "skipped": "skip"}
 
@@ -29,7 +29,7 @@ MARK = {"passed": "pass", "failed": "FAIL", "errors": "FAIL", "infrastructure": 
 class Cell:
     containerd: str
     kubernetes: str
-    status: str = "not run"  # passed | product failure | infrastructure | setup error
+    status: str = "not run"  # passed | product failure | setup error
     detail: str = ""
     seconds: float = 0.0  # the whole cell: cluster, install, suite, tear-down
     suite_seconds: float | None = None
@@ -78,17 +78,12 @@ def run_cell(cfg: Config, cell: Cell) -> None:
         LocalProvisioner(sub).down()  # a fresh cluster per cell, whatever ran before
         rc = k8s.run(sub)
         cell.status = "passed" if rc == 0 else "product failure"
-    except RuntimeFailure as e:
-        cell.status, cell.detail = "product failure", str(e)
-    except SetupError as e:
+    except SetupError as e:  # incl. scenarios that failed only on the cluster (scenarios.verdict)
         cell.status, cell.detail = "setup error", str(e)
-    except CIError as e:
+    except CIError as e:  # the runtime failed the smoke pod, pytest broke, ...
         cell.status, cell.detail = "product failure", str(e)
     cell.seconds = time.monotonic() - started
     read_cell(cell, artifacts)
-    if cell.status == "product failure" and cell.scenarios and not any(
-            v in ("failed", "errors") for v in cell.scenarios.values()):
-        cell.status = "infrastructure"  # only the cluster failed under scenarios
 
 
 def table(cells_: list[Cell]) -> str:
@@ -111,7 +106,7 @@ def table(cells_: list[Cell]) -> str:
 def exit_code(cells_: list[Cell]) -> int:
     if any(c.status == "product failure" for c in cells_):
         return EXIT_PRODUCT_FAILURE
-    if any(c.status in ("setup error", "infrastructure") for c in cells_):
+    if any(c.status == "setup error" for c in cells_):
         return EXIT_SETUP
     return EXIT_OK
 
