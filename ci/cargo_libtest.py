@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 
 from ci.cargo_proc import _describe_exit, _processes_under, _stream, _terminate, bootstrap_env
 from ci.cargo import Target
+from ci.hostguard import HostGuard, attribute
 
 JSON_FLAGS = ("--format", "json", "-Z", "unstable-options", "--report-time")
 _NIGHTLY_ONLY = "only accepted on the nightly compiler"
@@ -61,6 +62,9 @@ class TargetResult:
     cases: list[Case] = field(default_factory=list)
     note: str = ""
     leftovers: list[str] = field(default_factory=list)  # "pid command" of processes it left running
+    host_leftovers: list[str] = field(default_factory=list)  # what the guarded run left (ci.hostguard)
+    leftover_tests: dict[str, list[str]] = field(default_factory=dict)  # single tests that leave it, by name
+    leftover_untried: list[str] = field(default_factory=list)  # tests not re-run alone (time budget)
 
     def counts(self) -> dict[str, int]:
         out = {"passed": 0, "failed": 0, "ignored": 0, "error": 0}
@@ -198,6 +202,7 @@ def parse_text(output: str) -> list[Case]:
 
 
 Echo = Callable[[str], None]
+Wrap = Callable[[list[str]], list[str]]  # the command as run (a guard's namespace wrapper), from the command
 
 
 def _fmt_case(target_id: str, c: Case) -> str:
@@ -221,16 +226,23 @@ def run_target(
     shim_dir: Path | None = None,
     leftovers_under: Path | None = None,
     kill_leftovers: bool = True,
+    guard: HostGuard | None = None,
 ) -> TargetResult:
     """Run ``target`` once and return its per-test results (never raises for a failing test).
 
     With ``leftovers_under`` (the cargo target folder), processes running a binary from there
     that the run started and left behind (daemons a test spawned) are listed in the result and,
-    with ``kill_leftovers``, terminated so they cannot affect later targets or phases.
+    with ``kill_leftovers``, terminated so they cannot affect later targets or phases. With
+    ``guard`` the binary runs with private state (:mod:`ci.hostguard`); what it left anyway is
+    ``host_leftovers``, and the single tests that leave it are found by running each alone.
     """
     echo = echo or (lambda s: None)
     before = _processes_under(leftovers_under) if leftovers_under else {}
-    result = _run_target(target, env, timeout, raw_log, echo, cargo, workspace_root, shim_dir)
+    run = guard.start(target.id) if guard else None
+    result = _run_target(target, run.env(env) if run else env, timeout, raw_log, echo, cargo, workspace_root, shim_dir,
+                         run.wrap if run else list)
+    if run:
+        _guarded(result, target, run.finish(), guard, env, echo)
     if leftovers_under:
         left = {pid: cmd for pid, cmd in _processes_under(leftovers_under).items() if pid not in before}
         if left:
@@ -243,20 +255,41 @@ def run_target(
     return result
 
 
+def _guarded(result: TargetResult, target: Target, left: list[str], guard: HostGuard, env: Mapping[str, str],
+             echo: Echo) -> None:
+    """Record what a guarded run left and, for a libtest binary, which of its tests leave it."""
+    if not left:
+        return
+    result.host_leftovers = left
+    echo(f"    {target.id} left state behind ({len(left)} item(s); {guard.describe().split(';')[0]}):\n")
+    echo("".join(f"      {line}\n" for line in left))
+    ran = [c.name for c in result.cases if c.result in ("passed", "failed") and not c.name.startswith("<")]
+    if target.kind == "doc" or not target.harness or not target.executable or not ran:
+        return
+    echo(f"    finding which of its {len(ran)} test(s) leave it: each run alone, guarded the same way\n")
+    result.leftover_tests, result.leftover_untried = attribute(guard, target.executable, ran, cwd=target.manifest_dir,
+                                                               env=env)
+    for name, items in sorted(result.leftover_tests.items()):
+        echo(f"      {target.id}::{name} leaves: {'; '.join(items)}\n")
+    if result.leftover_untried:
+        echo(f"      not tried (time budget): {', '.join(result.leftover_untried)}\n")
+
+
 def _run_target(target: Target, env: Mapping[str, str], timeout: float, raw_log: Path | None, echo: Echo,
-                cargo: str, workspace_root: str | None, shim_dir: Path | None) -> TargetResult:
+                cargo: str, workspace_root: str | None, shim_dir: Path | None, wrap: Wrap = list) -> TargetResult:
     raw = open(raw_log, "w", encoding="utf-8", errors="replace") if raw_log else None
     try:
         if target.kind == "doc":
             cmd = [cargo, "test", "--doc", "--package", target.package]
-            return _run_text(target, cmd, workspace_root or target.manifest_dir, env, timeout, raw, echo, "text")
+            return _run_text(target, cmd, workspace_root or target.manifest_dir, env, timeout, raw, echo, "text", wrap)
         assert target.executable, f"{target.id}: no executable"
         if not target.harness:
-            return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "exit-status")
-        result = _run_json(target, env, timeout, raw, echo, shim_dir)
+            return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "exit-status",
+                             wrap)
+        result = _run_json(target, env, timeout, raw, echo, shim_dir, wrap)
         if result is None:  # this libtest refused the JSON flags: read its text output instead
             echo(f"    ({target.id}: libtest rejected --format json; reading its text output)\n")
-            return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "text")
+            return _run_text(target, [target.executable], target.manifest_dir, env, timeout, raw, echo, "text", wrap)
         return result
     finally:
         if raw:
@@ -264,7 +297,7 @@ def _run_target(target: Target, env: Mapping[str, str], timeout: float, raw_log:
 
 
 def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo: Echo,
-              shim_dir: Path | None = None) -> TargetResult | None:
+              shim_dir: Path | None = None, wrap: Wrap = list) -> TargetResult | None:
     cmd = [target.executable, *JSON_FLAGS]
     events = JsonEvents()
     other: list[str] = []
@@ -288,7 +321,7 @@ def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo:
         other.append(line)
         echo(line)
 
-    code, timed_out, took = _stream(cmd, target.manifest_dir, bootstrap_env(env, shim_dir), timeout, on_line)
+    code, timed_out, took = _stream(wrap(cmd), target.manifest_dir, bootstrap_env(env, shim_dir), timeout, on_line)
     text = "".join(other)
     if not saw_json and code not in (0, None) and _NIGHTLY_ONLY in text:
         return None
@@ -302,7 +335,7 @@ def _run_json(target: Target, env: Mapping[str, str], timeout: float, raw, echo:
 
 
 def _run_text(target: Target, cmd: list[str], cwd: str, env: Mapping[str, str], timeout: float, raw, echo: Echo,
-              fmt: str) -> TargetResult:
+              fmt: str, wrap: Wrap = list) -> TargetResult:
     chunks: list[str] = []
 
     def on_line(stream: str, line: str) -> None:
@@ -311,7 +344,7 @@ def _run_text(target: Target, cmd: list[str], cwd: str, env: Mapping[str, str], 
         chunks.append(line)
         echo(line)
 
-    code, timed_out, took = _stream(cmd, cwd, env, timeout, on_line)
+    code, timed_out, took = _stream(wrap(cmd), cwd, env, timeout, on_line)
     text = "".join(chunks)
     result = TargetResult(target.id, target.package, target.kind, cmd, cwd, code, took, timed_out, fmt=fmt)
     why = f"timed out after {timeout:g}s" if timed_out else f"the test binary stopped ({_describe_exit(code)})"

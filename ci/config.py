@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ci.errors import UsageError
+from ci.hostguard import DEFAULT_PRIVATE_PATHS, DEFAULT_STATE_ENV, parse_state_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,9 @@ class Config:
     # Phase 1
     lint: bool = True  # cargo fmt --check + cargo clippy (--no-lint / REAPER_NO_LINT=1 skips them)
     target_timeout: float = DEFAULT_TARGET_TIMEOUT
+    private_paths: tuple[str, ...] = DEFAULT_PRIVATE_PATHS  # host folders each test binary sees empty and its own
+    state_env: tuple[tuple[str, str], ...] = ()  # (variable, path in the binary's scratch folder)
+    private_ns: bool = True  # root: each test binary in a private mount namespace (--no-private-ns: on the host)
     # Cluster
     provisioner: str = "auto"  # auto | kind | local | existing
     kubeconfig: Path | None = None  # existing: the cluster's kubeconfig (kind/local write their own)
@@ -137,6 +141,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--required-targets", "REAPER_REQUIRED_TARGETS"),
     Option("--no-lint", "REAPER_NO_LINT", switch=True),
     Option("--target-timeout", "REAPER_TARGET_TIMEOUT"),
+    Option("--private-paths", "REAPER_CI_PRIVATE_PATHS", ",".join(DEFAULT_PRIVATE_PATHS)),
+    Option("--state-env", "REAPER_CI_STATE_ENV", ",".join(DEFAULT_STATE_ENV)),
+    Option("--no-private-ns", "REAPER_CI_NO_PRIVATE_NS", switch=True),
     Option("--provisioner", "REAPER_PROVISIONER", "auto", choices=("auto", "kind", "local", "existing")),
     Option("--kubeconfig", "REAPER_KUBECONFIG"),
     Option("--context", "REAPER_KUBE_CONTEXT"),
@@ -235,6 +242,15 @@ def parse(
         raise UsageError(f"--k8s-bin-dir {bin_dir}: no such directory")
     target_timeout = _seconds("--target-timeout", v["target_timeout"], DEFAULT_TARGET_TIMEOUT)
     repeat = _count("--repeat", v["repeat"], 1)
+    private_paths = tuple(x.strip().rstrip("/") for x in v["private_paths"].split(",") if x.strip())
+    bad = [x for x in private_paths if not x.startswith("/") or x in ("", "/") or ".." in Path(x).parts]
+    if bad:
+        raise UsageError(f"{prog}: --private-paths {v['private_paths']!r}: absolute folders below / expected "
+                         f"(not: {', '.join(bad) or '/'})")
+    try:
+        state_env = parse_state_env([x.strip() for x in v["state_env"].split(",") if x.strip()])
+    except ValueError as e:
+        raise UsageError(f"{prog}: --state-env {e}") from None
     for flag in ("--runtime-class", "--cluster-name"):  # a RuntimeClass/handler and a kind cluster are DNS labels
         value = v[flag[2:].replace("-", "_")]
         if not _DNS_LABEL.fullmatch(value):
@@ -266,6 +282,9 @@ def parse(
         required_targets=tuple(t.strip() for t in required),
         lint=not v["no_lint"],
         target_timeout=target_timeout,
+        private_paths=private_paths,
+        state_env=state_env,
+        private_ns=not v["no_private_ns"],
         provisioner=provisioner,
         kubeconfig=Path(kubeconfig).expanduser().resolve() if kubeconfig else None,
         context=v["context"],

@@ -45,8 +45,20 @@ class Verdict:
         return [s for s in self.steps if not s.ok]
 
     @property
+    def leaks(self) -> list[tuple[str, list[str]]]:
+        """(who, what it left) per finding: the single tests that leave state, else the whole target."""
+        out: list[tuple[str, list[str]]] = []
+        for r in self.results:
+            out += [(f"{r.target}::{n}", items) for n, items in sorted(r.leftover_tests.items())]
+            named = {i for items in r.leftover_tests.values() for i in items}
+            rest = [i for i in r.host_leftovers if i not in named]  # on the host, a single run finds it already there
+            if rest:
+                out.append((r.target, rest))
+        return out
+
+    @property
     def ok(self) -> bool:
-        return not (self.failed_tests or self.failed_steps or self.missing or self.not_run)
+        return not (self.failed_tests or self.failed_steps or self.missing or self.not_run or self.leaks)
 
     def counts(self) -> dict[str, int]:
         out = {"passed": 0, "failed": 0, "ignored": 0, "error": 0}
@@ -68,6 +80,9 @@ class Verdict:
             parts.append(f"{tid} not run ({why})")
         for s in self.failed_steps:
             parts.append(f"{s.name} failed: {s.message}")
+        leaks = self.leaks
+        if leaks:
+            parts.append(f"{len(leaks)} test(s) left state behind: {', '.join(w for w, _ in leaks[:limit])}")
         where = f" (details: {artifacts / 'phase1-junit.xml'}, log {artifacts / 'phase1.log'})" if artifacts else ""
         return "; ".join(parts) + where
 
@@ -122,6 +137,14 @@ def suites(v: Verdict) -> list[TestSuite]:
         tc = TestCase("<not built>", classname=tid, elapsed_sec=0.0)
         tc.add_skipped_info(message=why)
         out.append(TestSuite(tid, [tc]))
+    if v.leaks:
+        cases = []
+        for who, items in v.leaks:
+            tc = TestCase(who, classname="phase1.host-leftovers", elapsed_sec=0.0)
+            tc.add_failure_info(message=clean(f"left behind: {'; '.join(items[:6])}"), output=clean("\n".join(items)),
+                                failure_type="host-leftovers")
+            cases.append(tc)
+        out.append(TestSuite("phase1.host-leftovers", cases))
     for r in v.results:
         props = {"package": r.package, "kind": r.kind, "command": " ".join(r.command), "cwd": r.cwd,
                  "exit": str(r.exit_code), "format": r.fmt}
@@ -144,6 +167,8 @@ def write_junit(path: Path, v: Verdict) -> Path:
 def _status(r: TargetResult) -> str:
     if r.timed_out:
         return "timeout"
+    if r.host_leftovers:
+        return "left state" if r.ok else "failed, left state"
     return "passed" if r.ok else "failed"
 
 
@@ -182,6 +207,9 @@ def table(v: Verdict) -> str:
     if v.failed_tests:
         lines.append("Failed:")
         lines += [f"  {name}" for name in v.failed_tests]
+    if v.leaks:
+        lines.append("Left state behind (contained by the host guard; unguarded, it stays on the host):")
+        lines += [f"  {who}: {'; '.join(items[:8])}" for who, items in v.leaks]
     return "\n".join(lines)
 
 
@@ -191,6 +219,8 @@ def step_summary(v: Verdict) -> None:
            "", f"**{_totals(v)}**", ""]
     if v.failed_tests:
         out += ["Failed tests:", ""] + [f"- `{n}`" for n in v.failed_tests] + [""]
+    if v.leaks:
+        out += ["Tests that left state behind:", ""] + [f"- `{w}`: {'; '.join(i[:6])}" for w, i in v.leaks] + [""]
     console.append_step_summary(out)
 
 
@@ -205,3 +235,5 @@ def annotate(v: Verdict, root: Path | None = None) -> None:
             console.annotate_error(f"{r.target}::{c.name}", c.message or "failed", file=c.file, line=c.line)
     for name in v.missing:
         console.annotate_error("phase1", f"required cargo test target {name!r} is missing")
+    for who, items in v.leaks:
+        console.annotate_error(who, f"left state behind: {'; '.join(items[:6])}")

@@ -21,6 +21,7 @@ import pytest
 from ci.cargo import Target
 from ci.cargo_env import run_env
 from ci.cargo_libtest import TargetResult, result_filename, run_target
+from ci.hostguard import HostGuard
 
 MANIFEST_ENV = "REAPER_CI_PHASE1_MANIFEST"
 
@@ -31,6 +32,9 @@ if not _path:
 MANIFEST = json.loads(Path(_path).read_text(encoding="utf-8"))
 TARGETS = [Target.from_json(t) for t in MANIFEST["targets"]]
 MISSING = list(MANIFEST.get("missing", []))
+_GUARD = MANIFEST.get("guard")
+GUARD = HostGuard.for_host(_GUARD["private_paths"], [tuple(x) for x in _GUARD["state_env"]],
+                           _GUARD.get("private_ns", True)) if _GUARD else None
 
 
 def _params():
@@ -68,13 +72,19 @@ def test_target(target):
                         shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None,
                         leftovers_under=Path(MANIFEST["target_directory"]) if MANIFEST.get("target_directory") else None,
                         # with pytest-xdist other targets run at the same time: report, never kill
-                        kill_leftovers="PYTEST_XDIST_WORKER" not in os.environ)
+                        kill_leftovers="PYTEST_XDIST_WORKER" not in os.environ, guard=GUARD)
     out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
     c = result.counts()
     _echo(f"--- {target.id}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
           f"in {result.seconds:.1f}s (exit {result.exit_code}{', TIMED OUT' if result.timed_out else ''})\n")
+    problems = []
     if not result.ok:
         lines = [f"{target.id}::{f.name}: {f.message}" for f in result.failures] or [
             f"{target.id}: test binary exit {result.exit_code}"]
-        pytest.fail(f"{len(result.failures)} Rust test(s) failed in {target.id}:\n  " + "\n  ".join(lines),
-                    pytrace=False)
+        problems.append(f"{len(result.failures)} Rust test(s) failed in {target.id}:\n  " + "\n  ".join(lines))
+    if result.host_leftovers:
+        who = [f"{target.id}::{n}" for n in sorted(result.leftover_tests)] or [target.id]
+        problems.append(f"{target.id} left state behind ({'; '.join(result.host_leftovers[:6])}), left by: "
+                        f"{', '.join(who)}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

@@ -38,6 +38,7 @@ from ci.cargo_libtest import TargetResult
 from ci.cargo_proc import write_shims
 from ci.config import DEFAULT_REQUIRED_TARGETS, REPO_ROOT, Config
 from ci.errors import CIError, UsageError
+from ci.hostguard import HostGuard
 from ci.tools import run as run_tool
 from ci.tools import tool, which
 
@@ -127,7 +128,13 @@ def run(cfg: Config) -> int:
     _write_manifest(cfg, paths, ws, missing)
 
     with console.phase("Phase 1: run every cargo test target (pytest tests/cargo_phase.py)"):
-        rc = _pytest(cfg, paths)
+        guard = HostGuard.for_host(cfg.private_paths, cfg.state_env, cfg.private_ns)
+        console.info(f"host guard: {guard.describe()}")
+        made = guard.prepare()
+        try:
+            rc = _pytest(cfg, paths)
+        finally:
+            guard.restore(made)
     results, not_run, skipped = _collect(paths, ws)
     verdict = phase1_report.Verdict(steps, results, missing, not_run, skipped)
     _report(cfg, paths, verdict)
@@ -170,6 +177,8 @@ def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace
         "package_env": {pid: package_env(pkg) for pid, pkg in ws.packages.items()},
         "targets": [t.to_json() for t in ws.targets],
         "missing": missing,
+        "guard": {"private_paths": list(cfg.private_paths), "state_env": [list(x) for x in cfg.state_env],
+                  "private_ns": cfg.private_ns},
     }
     paths["manifest"].write_text(json.dumps(data, indent=2), encoding="utf-8")
 
@@ -225,9 +234,16 @@ usage: python -m ci phase1 [options] [pytest args]     (nox -s phase1 -- [option
                           empty: none)
   --no-lint               skip cargo fmt --check and cargo clippy (REAPER_NO_LINT=1)
   --target-timeout SECS   kill a test binary after this long (REAPER_TARGET_TIMEOUT; default 1800)
+  --private-paths A,B     host folders each test binary sees as its own empty tmpfs (root: a private mount
+                          namespace per binary) (REAPER_CI_PRIVATE_PATHS; default /run/reaper; empty: none)
+  --state-env N=rel,...   variables pointing into each binary's own scratch folder (REAPER_CI_STATE_ENV;
+                          default reaper's REAPER_OVERLAY_BASE/NS/LOCK and REAPER_FILTER_DIR)
+  --no-private-ns         run test binaries on the host: what they leave in the private paths is named, not
+                          removed (REAPER_CI_NO_PRIVATE_NS=1; always so without root)
   pytest args             select targets by id: -k integration_io, -k "not integration_overlay"; -x; -n 2 (xdist)
 
-exit status: 0 all passed; 1 a lint step, the build, a Rust test or a required target failed; 2 bad usage
+exit status: 0 all passed; 1 a lint step, the build, a Rust test or a required target failed, or a test left
+state behind (processes, mounts, files: named per test); 2 bad usage
 """
 
 

@@ -275,3 +275,50 @@ def test_targets_in_parallel_with_xdist(phase1):
     assert_one_line(run, 1, "3 Rust test(s) failed: crash::aborts_the_process, integration_io::fails_on_purpose, "
                             "integration_io::panics_on_purpose")
     assert run.outcome("integration_exec") == {"exec_passes": "passed"}
+
+
+def _reaper_home() -> set[str]:
+    root = Path("/run/reaper")
+    return {str(p) for p in root.rglob("*")} | {str(root)} if root.exists() else set()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="the leaky fixture leaves state only as root")
+def test_state_a_test_leaves_is_contained_and_named(phase1):
+    """The fixture's test writes reaper's overlay state (variables, else /run/reaper) and /run/reaper/merged,
+    and bind-mounts a file: each binary's private namespace keeps all of it off the host, and the finding
+    names the one test that leaves it, with each item by the variable that pointed there."""
+    before = _reaper_home()
+    run = phase1("leaky", "--no-lint")
+    line = assert_one_line(run, 1, "1 test(s) left state behind: integration_io::leaves_overlay_state_like_reaper")
+    assert _reaper_home() == before, "Phase 1 changed /run/reaper on the host"
+    assert run.outcome("phase1.host-leftovers") == {"integration_io::leaves_overlay_state_like_reaper": "failure"}
+    items = run.cases("phase1.host-leftovers")["integration_io::leaves_overlay_state_like_reaper"].find("failure").text
+    lines = items.splitlines()
+    mounts = [l for l in lines if l.startswith("mount ")]
+    assert len(mounts) == 1 and mounts[0].startswith("mount $REAPER_OVERLAY_NS ("), lines  # (its filesystem type)
+    assert set(lines) - set(mounts) == {"file /run/reaper/merged/", "file $REAPER_OVERLAY_BASE/",
+                                        "file $REAPER_OVERLAY_BASE/upper/", "file $REAPER_OVERLAY_LOCK",
+                                        "file $REAPER_OVERLAY_NS"}, lines
+    assert run.outcome("integration_io") == {"leaves_overlay_state_like_reaper": "passed", "leaves_nothing": "passed"}
+    assert "integration_io             left state" in run.proc.stdout
+    assert "leaves_nothing" not in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="the leaky fixture leaves state only as root")
+def test_without_a_private_namespace_state_on_the_host_is_named_and_left(phase1, tmp_path):
+    """--no-private-ns (as without root): the binary runs on the host; what it writes there is found and
+    named, never removed (the folder may be someone else's); the test removes it itself."""
+    before = _reaper_home()
+    try:
+        run = phase1("leaky", "--no-lint", "--no-private-ns", "-k", "integration_io")
+        assert_one_line(run, 1, "2 test(s) left state behind: integration_io::leaves_overlay_state_like_reaper, "
+                                "integration_io")
+        cases = run.cases("phase1.host-leftovers")
+        test_items = cases["integration_io::leaves_overlay_state_like_reaper"].find("failure").text.splitlines()
+        assert "file $REAPER_OVERLAY_LOCK" in test_items, test_items  # scratch: fresh for every run, so attributed
+        # on the host the single runs find it already there: named with the target
+        assert "file /run/reaper/merged/ (on the host)" in cases["integration_io"].find("failure").text.splitlines()
+        assert "/run/reaper/merged" in _reaper_home() - before
+    finally:
+        for p in sorted(_reaper_home() - before, reverse=True):
+            os.rmdir(p)
