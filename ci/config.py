@@ -68,6 +68,7 @@ class Config:
     cluster_name: str = "reaper-ci"
     keep_cluster: bool = False
     repeat: int = 1  # run the scenario suite this many times on one cluster (flake counting)
+    expect: str | None = None  # expected-outcomes file (None: the project's default for the runtime; "none": no list)
     k8s_version: str = DEFAULT_K8S_VERSION
     etcd_version: str = DEFAULT_ETCD_VERSION
     containerd_version: str = DEFAULT_CONTAINERD_VERSION
@@ -157,6 +158,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--cluster-name", "REAPER_CLUSTER_NAME", "reaper-ci"),
     Option("--keep-cluster", "REAPER_KEEP_CLUSTER", switch=True),
     Option("--repeat", "REAPER_K8S_REPEAT"),
+    Option("--expect", "REAPER_EXPECT"),
     Option("--k8s-version", "REAPER_K8S_VERSION", DEFAULT_K8S_VERSION),
     Option("--etcd-version", "REAPER_ETCD_VERSION", DEFAULT_ETCD_VERSION),
     Option("--containerd-version", "REAPER_CONTAINERD_VERSION", DEFAULT_CONTAINERD_VERSION),
@@ -300,6 +302,7 @@ def parse(
         cluster_name=v["cluster_name"],
         keep_cluster=v["keep_cluster"],
         repeat=repeat,
+        expect=v["expect"],
         k8s_version=v["k8s_version"],
         etcd_version=v["etcd_version"],
         containerd_version=v["containerd_version"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ci import config as config_mod
 from ci import console
+from ci import expect as expect_mod
 from ci.cluster import get_provisioner
 from ci.cluster.base import ClusterInfo, info_path
 from ci.config import Config
@@ -31,10 +32,23 @@ def check_runtime_choice(cfg: Config, prog: str = "k8s") -> None:
                          f"--runtime reaper, or --runtime runc to test the reference runtime on purpose")
 
 
+def expectations(cfg: Config, runtime: str) -> expect_mod.Expectations:
+    """The expected-outcomes file in effect (``--expect``, else the project's for the runtime and
+    the source's commit), checked: a bad file is one line, exit 2."""
+    from ci.cluster.runtime import source_commit
+
+    if cfg.expect == "none":
+        return expect_mod.Expectations(None)
+    path = Path(cfg.expect) if cfg.expect else expect_mod.default_path(runtime, source_commit(cfg.source) if runtime == "reaper" else None)
+    return expect_mod.load(path)
+
+
 def run(cfg: Config) -> int:
     from ci.phases import scenarios
 
     check_runtime_choice(cfg)
+    # before anything is created: a bad expected file is a usage error (existing + auto: after the probe)
+    exp = expectations(cfg, cfg.runtime) if cfg.runtime in ("reaper", "runc") else None
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
     prov = get_provisioner(cfg)
     prov.check_prerequisites()
@@ -54,11 +68,14 @@ def run(cfg: Config) -> int:
         info = for_run(cfg, info, access)
         path = info.save(cfg.artifacts / "cluster.json")
         console.info(f"runtime under test: {info.runtime} (shim {info.shim_process}) on {', '.join(info.nodes)}")
+        if exp is None or info.runtime != cfg.runtime:
+            exp = expectations(cfg, info.runtime)
+        console.info(f"expected outcomes: {exp.label}")
         if cfg.repeat > 1:
-            rc = scenarios.run_repeated(cfg, path)
+            rc = scenarios.run_repeated(cfg, path, exp)
         else:
             with console.phase("Phase 4: scenario suite (tests/k8s)"):
-                rc = scenarios.run(cfg, path)
+                rc = scenarios.run(cfg, path, exp=exp)
         return rc
     except SetupError:
         rc = EXIT_SETUP

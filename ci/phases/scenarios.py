@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ci import console
+from ci import console, expect
 from ci.contract import (ARTIFACTS_ENV, CLUSTER_INFO_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE,
                          SUITE_EXIT_SETUP, VERDICT_FILE)
 from ci.config import REPO_ROOT, Config
@@ -96,10 +96,25 @@ def verdict(rc: int, setup_line: str | None, junit: Path, doc: dict | None = Non
     raise CIError(f"scenario suite: pytest internal error (exit {rc}); see the log")
 
 
-def run(cfg: Config, info_path: Path, token: str | None = None) -> int:
-    """Run tests/k8s against the cluster described by ``info_path``; 0 passed, 1 failures."""
+def run(cfg: Config, info_path: Path, token: str | None = None, exp: "expect.Expectations | None" = None) -> int:
+    """Run tests/k8s against the cluster described by ``info_path``; 0 passed (or only the
+    expected failures of ``exp``), 1 failures (new ones, or listed ones that passed)."""
     once = _run_once(cfg, info_path, token)
-    return verdict(once.rc, once.setup_line, once.junit, once.doc)
+    rc = verdict(once.rc, once.setup_line, once.junit, once.doc)
+    return gate(cfg, [once], exp, rc)
+
+
+def gate(cfg: Config, runs: Sequence["Once"], exp: "expect.Expectations | None", rc: int) -> int:
+    """The suite's raw verdict judged by the expected outcomes (the JUnit keeps the raw results)."""
+    docs = [o.doc for o in runs if o.doc is not None]
+    if exp is None or not docs:
+        return rc
+    rows = expect.judge(docs, exp)
+    print("\n" + expect.report(rows, exp, cfg.artifacts), flush=True)
+    ok = expect.gate_ok(rows)
+    if rc and ok:
+        console.info("gate: every failure is a listed one: exit 0")
+    return 0 if ok else 1
 
 
 @dataclass(frozen=True)
@@ -139,7 +154,7 @@ REPEAT_DIR = "k8s-repeat"
 RESULTS = ("passed", "failed", "errors", "infrastructure", "skipped")
 
 
-def run_repeated(cfg: Config, info_path: Path) -> int:
+def run_repeated(cfg: Config, info_path: Path, exp: "expect.Expectations | None" = None) -> int:
     """``--repeat N``: the suite N times in a row on one cluster, each run with a fresh token and its
     own reports in ``<artifacts>/k8s-repeat/run-NN/``; then one table of how often each scenario
     passed, failed or failed on the cluster (infrastructure), with the flaky ones (passed in some
@@ -165,7 +180,9 @@ def run_repeated(cfg: Config, info_path: Path) -> int:
     if rc and not product:
         raise SetupError(f"setup error (not a product failure): every failure in the {times} runs was blamed on the "
                          f"cluster/node (see {cfg.artifacts / 'k8s-repeat-summary.txt'})")
-    return rc
+    if any(o.doc is None for o in runs):  # a run without a verdict cannot be judged: never green
+        return rc
+    return gate(cfg, runs, exp, rc)
 
 
 def repeat_table(runs: Sequence[Once]) -> tuple[str, dict]:

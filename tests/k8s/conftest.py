@@ -315,7 +315,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         o.infrastructure = True
         crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or "see the report"
         detail = "infrastructure: " + crash.splitlines()[0][:240]
-    o.add(report.when, report.outcome, report.duration, detail)
+    message = ""
+    if report.failed:
+        crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or str(report.longrepr or "")
+        message = next((l.strip() for l in crash.splitlines() if l.strip()), "")[:500]
+    o.add(report.when, report.outcome, report.duration, detail, message)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # noqa: ARG001

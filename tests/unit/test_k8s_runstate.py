@@ -105,7 +105,7 @@ def test_verdict_doc_separates_infrastructure_failures():
     def o(nodeid, when, res, infra=False):
         out = rs.Outcome(nodeid)
         out.add("setup", "passed", 0.1)
-        out.add(when, res, 0.1)
+        out.add(when, res, 0.1, message=f"{nodeid} {when} said so" if res == "failed" else "")
         out.infrastructure = infra
         return out
 
@@ -114,5 +114,8 @@ def test_verdict_doc_separates_infrastructure_failures():
                           o("t::test_s01_echo_stdout", "call", "passed"),
                           o("t::test_s05_working_dir", "teardown", "failed")])
     assert doc == {"passed": ["S01 echo_stdout"], "failed": ["S02 exit_code"], "infrastructure": ["S07 large_output"],
-                   "errors": ["S05 working_dir"], "skipped": []}
+                   "errors": ["S05 working_dir"], "skipped": [],
+                   "failures": {"S07 large_output": {"call": "t::test_s07_large_output call said so"},
+                                "S02 exit_code": {"call": "t::test_s02_exit_code call said so"},
+                                "S05 working_dir": {"teardown": "t::test_s05_working_dir teardown said so"}}}
     assert o("t::test_s07_x", "call", "failed", infra=True).result == "error"

@@ -134,12 +134,15 @@ class Outcome:
     detail: str = ""
     infrastructure: bool = False  # failed on an InfrastructureError: the cluster/node, not the runtime
     leak: bool = False  # the teardown found what the scenario's pods left on the node (a product failure)
+    failures: dict[str, str] = field(default_factory=dict)  # when -> the failure's first line (call, teardown...)
 
-    def add(self, when: str, outcome: str, duration: float, detail: str = "") -> None:
+    def add(self, when: str, outcome: str, duration: float, detail: str = "", message: str = "") -> None:
         self.phases[when] = outcome
         self.seconds += duration
         if detail and not self.detail:
             self.detail = detail
+        if outcome == "failed":
+            self.failures[when] = message
 
     @property
     def result(self) -> str:
@@ -158,7 +161,7 @@ class Outcome:
         return "error"  # started but never reached a verdict (crashed worker, interrupted)
 
 
-def verdict_doc(outcomes: Iterable[Outcome]) -> dict[str, list[str]]:
+def verdict_doc(outcomes: Iterable[Outcome]) -> dict:
     """Scenario names by verdict; ``infrastructure`` are failures the suite blamed on the cluster."""
     doc: dict[str, list[str]] = {"passed": [], "failed": [], "infrastructure": [], "errors": [], "skipped": []}
     for o in outcomes:
@@ -166,7 +169,10 @@ def verdict_doc(outcomes: Iterable[Outcome]) -> dict[str, list[str]]:
         key = ("infrastructure" if o.infrastructure and res in ("failed", "error") else
                {"passed": "passed", "failed": "failed", "skipped": "skipped"}.get(res, "errors"))
         doc[key].append(row_name(o.nodeid))
-    return {k: sorted(v) for k, v in doc.items()}
+    out: dict = {k: sorted(v) for k, v in doc.items()}
+    # per failed scenario, each failing phase's first line: what an expected-outcome file matches
+    out["failures"] = {row_name(o.nodeid): dict(o.failures) for o in outcomes if o.failures}
+    return out
 
 
 def row_name(nodeid: str) -> str:

@@ -1,0 +1,135 @@
+"""Expected outcomes: reading the file (one-line errors) and judging the suite's verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ci import expect as e
+from ci.errors import UsageError
+
+SCEN = {"S01": "S01 echo_stdout", "S02": "S02 exit_code", "S31": "S31 killed_by_a_signal", "S43": "S43 state"}
+
+
+def load(tmp_path: Path, text: str) -> e.Expectations:
+    f = tmp_path / "exp.yaml"
+    f.write_text(text)
+    return e.load(f, SCEN)
+
+
+def doc(passed=(), failed=(), errors=(), infra=(), skipped=(), failures=None):
+    return {"passed": list(passed), "failed": list(failed), "errors": list(errors), "infrastructure": list(infra),
+            "skipped": list(skipped), "failures": failures or {}}
+
+
+def test_the_suite_names_its_scenarios():
+    found = e.suite_scenarios()
+    assert found["S01"] == "S01 echo_stdout" and "S31" in found and len(found) >= 58
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("- scenario: S01\n  reason: x\n- [", "not valid YAML at line"),
+    ("scenario: S01", "expected a YAML list"),
+    ("- 3", "entry 1 is not a mapping"),
+    ("- reason: x", "entry 1 names no scenario"),
+    ("- scenario: S99\n  reason: x", "entry 1: no scenario S99 in the suite"),
+    ("- scenario: S01", "entry 1 (S01) has no reason"),
+    ("- scenario: S01\n  reason: x\n  phase: later", "phase 'later' is not one of"),
+    ("- scenario: S01\n  reason: x\n  match: '('", "match is not a regex"),
+    ("- scenario: S01\n  reason: x\n  flaky: sometimes", "flaky must be true or false"),
+    ("- scenario: S01\n  reason: x\n  why: y", "unknown key(s) why"),
+    ("- scenario: S01\n  reason: x\n- scenario: s01\n  reason: y", "S01 is listed twice"),
+])
+def test_bad_files_are_one_line_usage_errors(tmp_path, text, needle):
+    with pytest.raises(UsageError) as err:
+        load(tmp_path, text)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot read it"):
+        e.load(tmp_path / "nope.yaml", SCEN)
+
+
+def test_verdicts_known_new_fixed_and_otherwise(tmp_path):
+    exp = load(tmp_path, """
+- scenario: S02
+  phase: call
+  match: 'exit code: expected 3'
+  reason: 'bug A (main.rs:10)'
+- scenario: S31
+  reason: 'bug B'
+- scenario: S43
+  reason: 'bug C'
+""")
+    d = doc(passed=["S01 echo_stdout", "S31 killed_by_a_signal"], failed=["S02 exit_code"], errors=["S43 state"],
+            failures={"S02 exit_code": {"call": "AssertionError: exit code: expected 3, got 1"},
+                      "S43 state": {"teardown": "leak: shim left"}})
+    rows = {j.scenario: j for j in e.judge([d], exp)}
+    assert rows["S02 exit_code"].verdict == "known" and rows["S02 exit_code"].detail == "bug A (main.rs:10)"
+    assert rows["S31 killed_by_a_signal"].verdict == "fixed"
+    assert rows["S43 state"].verdict == "known"  # no phase or match given: any failure
+    assert rows["S01 echo_stdout"].verdict == "passed"
+    assert not e.gate_ok(rows.values())
+    # the same failure in another phase, or with another message, is new
+    d2 = doc(passed=["S01 echo_stdout"], failed=["S02 exit_code", "S31 killed_by_a_signal", "S43 state"],
+             failures={"S02 exit_code": {"teardown": "exit code: expected 3"},
+                       "S31 killed_by_a_signal": {"call": "x"}, "S43 state": {"call": "y"}})
+    rows = {j.scenario: j for j in e.judge([d2], exp)}
+    assert rows["S02 exit_code"].verdict == "new" and "listed: call matching" in rows["S02 exit_code"].detail
+    assert rows["S31 killed_by_a_signal"].verdict == "known" and rows["S43 state"].verdict == "known"
+    d3 = doc(passed=["S31 killed_by_a_signal"], failed=["S01 echo_stdout", "S02 exit_code", "S43 state"],
+             failures={"S01 echo_stdout": {"call": "boom"}, "S02 exit_code": {"call": "exit code: expected 3, got 1"},
+                       "S43 state": {"call": "y"}})
+    rows = e.judge([d3], exp)
+    assert [(j.scenario, j.verdict) for j in rows][:2] == [("S01 echo_stdout", "new"), ("S31 killed_by_a_signal", "fixed")]
+    assert rows[0].detail == "call: boom"
+
+
+def test_only_known_failures_pass_the_gate(tmp_path):
+    exp = load(tmp_path, "- scenario: S02\n  reason: bug A\n")
+    rows = e.judge([doc(passed=["S01 echo_stdout"], failed=["S02 exit_code"],
+                        failures={"S02 exit_code": {"call": "x"}})], exp)
+    assert e.gate_ok(rows) and [j.verdict for j in rows] == ["known", "passed"]
+
+
+def test_flaky_entries_and_repeats(tmp_path):
+    exp = load(tmp_path, "- scenario: S43\n  reason: state race\n  flaky: true\n  match: 'ended 255'\n")
+    runs = [doc(passed=["S43 state", "S01 echo_stdout"]),
+            doc(failed=["S43 state"], passed=["S01 echo_stdout"], failures={"S43 state": {"call": "c ended 255 at start"}}),
+            doc(passed=["S43 state"], failed=["S01 echo_stdout"], failures={"S01 echo_stdout": {"call": "no output"}})]
+    rows = {j.scenario: j for j in e.judge(runs, exp)}
+    assert rows["S43 state"].verdict == "flaky" and rows["S43 state"].rate == "failed 1 of 3"
+    assert rows["S01 echo_stdout"].verdict == "new" and "flaky, not listed" in rows["S01 echo_stdout"].detail
+    # a listed flaky scenario failing another way is not hidden
+    other = e.judge([doc(failed=["S43 state"], failures={"S43 state": {"call": "exec output swapped"}})], exp)
+    assert other[0].verdict == "new"
+    assert e.judge([doc(passed=["S43 state"])], exp)[0].verdict == "passed"
+
+
+def test_listed_but_not_run_and_infrastructure(tmp_path):
+    exp = load(tmp_path, "- scenario: S31\n  reason: bug B\n")
+    rows = e.judge([doc(passed=["S01 echo_stdout"], infra=["S02 exit_code"])], exp)
+    assert [(j.scenario, j.verdict) for j in rows] == [("S02 exit_code", "infrastructure"), ("S31", "skipped"),
+                                                       ("S01 echo_stdout", "passed")]
+    assert e.gate_ok(rows)
+
+
+def test_default_path_prefers_the_commit(tmp_path):
+    assert e.default_path("reaper", "abcdef123", tmp_path) is None
+    (tmp_path / "expected-reaper.yaml").write_text("[]")
+    assert e.default_path("reaper", "abcdef123", tmp_path) == tmp_path / "expected-reaper.yaml"
+    (tmp_path / "expected-reaper-abcdef1.yaml").write_text("[]")
+    assert e.default_path("reaper", "abcdef123", tmp_path) == tmp_path / "expected-reaper-abcdef1.yaml"
+    assert e.default_path("reaper", None, tmp_path) == tmp_path / "expected-reaper.yaml"
+
+
+def test_report_orders_new_fixed_known(tmp_path):
+    exp = load(tmp_path, "- scenario: S02\n  reason: bug A\n- scenario: S31\n  reason: bug B\n")
+    rows = e.judge([doc(passed=["S31 killed_by_a_signal"], failed=["S01 echo_stdout", "S02 exit_code"],
+                        failures={"S01 echo_stdout": {"call": "boom"}, "S02 exit_code": {"call": "x"}})], exp)
+    text = e.report(rows, exp, tmp_path)
+    order = [l.split()[1] for l in text.splitlines()[3:6]]
+    assert order == ["echo_stdout", "killed_by_a_signal", "exit_code"], text
+    assert "Gate: 1 new, 1 fixed, 1 known" in text and (tmp_path / "k8s-gate.json").is_file()
