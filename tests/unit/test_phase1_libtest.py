@@ -304,3 +304,13 @@ def test_processes_left_behind_are_reported_and_terminated(tmp_path, kill):
     finally:
         if not kill:
             os.kill(pid, 9)
+
+
+def test_libtests_sixty_second_warning_is_not_a_verdict():
+    """libtest's ``timeout`` event says a test has run for over 60 s; the test goes on and ends ok."""
+    e = JsonEvents()
+    assert e.feed({"type": "test", "event": "started", "name": "slow"}) is None
+    assert e.feed({"type": "test", "event": "timeout", "name": "slow"}) is None
+    assert "slow" in e.running and "slow" not in e.cases
+    done = e.feed({"type": "test", "event": "ok", "name": "slow", "exec_time": 136.6})
+    assert done.result == "passed" and e.cases["slow"].result == "passed" and not e.running
