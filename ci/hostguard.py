@@ -41,6 +41,7 @@ DEFAULT_STATE_ENV = ("REAPER_OVERLAY_BASE=overlay", "REAPER_OVERLAY_NS=shared-mn
 EXEC = Path(__file__).with_name("hostguard_exec.py")
 ATTRIBUTE_BUDGET = 120.0  # seconds of re-running single tests to name the ones that leave state
 ATTRIBUTE_TEST_TIMEOUT = 60.0
+ATTRIBUTE_WORKERS = 4  # single tests mostly wait (on processes, timeouts): more than the cores pays
 
 
 def parse_state_env(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -113,10 +114,13 @@ class Run:
         return [self._named(f) for f in found]
 
     def _named(self, line: str) -> str:
-        """Scratch paths as the variable that pointed there (``$REAPER_OVERLAY_BASE/upper``)."""
-        for name, rel in sorted(self.guard.state_env, key=lambda x: -len(x[1])):
-            line = line.replace(str(self.scratch / rel), f"${name}")
-        return line.replace(str(self.scratch), "$scratch")
+        """A path in the scratch folder as the variable that pointed there (``$REAPER_OVERLAY_BASE/upper``)."""
+        kind, _, path = line.partition(" ")
+        for name, rel in sorted(self.guard.state_env, key=lambda x: -len(x[1])) + [("scratch", "")]:
+            base = str(self.scratch / rel) if rel else str(self.scratch)
+            if path == base or path.startswith(base + "/") or path.startswith(base + " "):
+                return f"{kind} ${name}{path[len(base):]}"
+        return line
 
 
 @dataclass(frozen=True)
@@ -176,18 +180,26 @@ def _safe(label: str) -> str:
 
 
 def attribute(guard: HostGuard, executable: str, tests: Sequence[str], *, cwd: str, env: Mapping[str, str],
-              budget: float = ATTRIBUTE_BUDGET) -> tuple[dict[str, list[str]], list[str]]:
-    """Run each of ``tests`` alone (``--exact``), guarded: {test: what it left}, and the tests not
-    tried within ``budget`` seconds."""
-    found: dict[str, list[str]] = {}
+              budget: float = ATTRIBUTE_BUDGET, workers: int = ATTRIBUTE_WORKERS) -> tuple[dict[str, list[str]], list[str]]:
+    """Run each of ``tests`` alone (``--exact``), guarded, ``workers`` at a time (each in its own
+    namespace and scratch folder): {test: what it left}, and the tests not started within ``budget``
+    seconds. Without a private namespace they run one at a time (the host's folders are shared)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     end = time.monotonic() + budget
-    for i, name in enumerate(tests):
+    untried: list[str] = []
+
+    def one(name: str) -> list[str] | None:
         if time.monotonic() >= end:
-            return found, list(tests[i:])
+            untried.append(name)
+            return None
         run = guard.start(name)
         cmd = run.wrap([executable, "--exact", name, "--test-threads", "1"])
-        _stream(cmd, cwd, run.env(env), ATTRIBUTE_TEST_TIMEOUT, lambda stream, line: None)
-        left = run.finish()
-        if left:
-            found[name] = left
-    return found, []
+        _stream(cmd, cwd, run.env(env), min(ATTRIBUTE_TEST_TIMEOUT, max(1.0, end - time.monotonic())),
+                lambda stream, line: None)
+        return run.finish()
+
+    with ThreadPoolExecutor(workers if guard.namespace else 1) as pool:
+        results = list(pool.map(one, tests))
+    found = {name: left for name, left in zip(tests, results) if left}
+    return found, [t for t in tests if t in untried]

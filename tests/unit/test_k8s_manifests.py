@@ -17,7 +17,8 @@ def test_pod_defaults():
     assert pod["metadata"] == {"name": "s01-echo-k3f9x2", "labels": {RUN_LABEL: "k3f9x2", SCENARIO_LABEL: "s01"}}
     assert spec["runtimeClassName"] == "reaper-v2"
     assert spec["restartPolicy"] == "Never"
-    assert spec["automountServiceAccountToken"] is False
+    # Kubernetes' default pod: token mounted, service links on (neither is turned off)
+    assert "automountServiceAccountToken" not in spec and "enableServiceLinks" not in spec
     (c,) = spec["containers"]
     assert c == {"name": "main", "image": BASE["image"], "imagePullPolicy": "IfNotPresent", "command": ["/bin/echo", "hi"]}
     assert "terminationGracePeriodSeconds" not in spec and "finalizers" not in pod["metadata"]

@@ -1,8 +1,11 @@
 """Manifests as plain dicts from small factories with keyword overrides.
 
-Every pod gets the RuntimeClass under test, the suite's image with ``imagePullPolicy:
-IfNotPresent`` (the image is imported on the node; nothing can be pulled), ``restartPolicy:
-Never``, no service-account token volume, and the run/scenario labels.
+Every pod is Kubernetes' default pod (what ``kubectl run`` or a Deployment makes): the
+service-account token projected at /var/run/secrets/kubernetes.io/serviceaccount, service links,
+the default termination message path. On top: the RuntimeClass under test, the suite's image with
+``imagePullPolicy: IfNotPresent`` (the image is imported on the node; nothing can be pulled),
+``restartPolicy: Never`` and the run/scenario labels. A scenario departs from the defaults only
+through ``spec_extra`` (``automountServiceAccountToken: False``...) and says why.
 """
 
 from __future__ import annotations
@@ -74,8 +77,6 @@ def pod(
         containers = [container("main", command, image=image, env=env, working_dir=working_dir, mounts=mounts)]
     spec: dict[str, Any] = {
         "restartPolicy": restart,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
         "containers": [dict(c) for c in containers],
     }
     if runtime_class:
