@@ -52,6 +52,8 @@ class Config:
     private_paths: tuple[str, ...] = DEFAULT_PRIVATE_PATHS  # host folders each test binary sees empty and its own
     state_env: tuple[tuple[str, str], ...] = ()  # (variable, path in the binary's scratch folder)
     private_ns: bool = True  # root: each test binary in a private mount namespace (--no-private-ns: on the host)
+    test_jobs: int | None = None  # test binaries at once (None: 4 with private namespaces, else 1)
+    serial_targets: tuple[str, ...] = ()  # targets that must run alone (nothing else at the same time)
     # Cluster
     provisioner: str = "auto"  # auto | kind | local | existing
     kubeconfig: Path | None = None  # existing: the cluster's kubeconfig (kind/local write their own)
@@ -145,6 +147,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--private-paths", "REAPER_CI_PRIVATE_PATHS", ",".join(DEFAULT_PRIVATE_PATHS)),
     Option("--state-env", "REAPER_CI_STATE_ENV", ",".join(DEFAULT_STATE_ENV)),
     Option("--no-private-ns", "REAPER_CI_NO_PRIVATE_NS", switch=True),
+    Option("--test-jobs", "REAPER_TEST_JOBS"),
+    Option("--serial-targets", "REAPER_SERIAL_TARGETS"),
     Option("--provisioner", "REAPER_PROVISIONER", "auto", choices=("auto", "kind", "local", "existing")),
     Option("--kubeconfig", "REAPER_KUBECONFIG"),
     Option("--context", "REAPER_KUBE_CONTEXT"),
@@ -287,6 +291,8 @@ def parse(
         private_paths=private_paths,
         state_env=state_env,
         private_ns=not v["no_private_ns"],
+        test_jobs=None if v["test_jobs"] in (None, "auto") else _count("--test-jobs", v["test_jobs"], 1),
+        serial_targets=tuple(t.strip() for t in (v["serial_targets"] or "").split(",") if t.strip()),
         provisioner=provisioner,
         kubeconfig=Path(kubeconfig).expanduser().resolve() if kubeconfig else None,
         context=v["context"],

@@ -11,6 +11,8 @@ those into JUnit), and fails naming every failing Rust test as ``target::test``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -49,6 +51,41 @@ def _echo(text: str) -> None:
     sys.stdout.flush()
 
 
+def _echoer(target_id: str):
+    """Live output: stdout, or under pytest-xdist (whose workers' output is not shown) a file per
+    target that the phase prints and logs, in target order, once the run is over."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _echo
+    folder = Path(MANIFEST["results_dir"]).parent / "echo"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result_filename(target_id)}.log"
+    path.write_text("", encoding="utf-8")
+
+    def echo(text: str) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    return echo
+
+
+SERIAL = set(MANIFEST.get("serial_targets", []))
+
+
+@contextlib.contextmanager
+def _turn(target_id: str, name: str):
+    """Targets run at once (pytest-xdist) hold a shared lock; a ``--serial-targets`` one takes it
+    exclusively, so it runs alone."""
+    lock = MANIFEST.get("lock")
+    if not lock:
+        yield
+        return
+    with open(lock, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if (target_id in SERIAL or name in SERIAL) else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.mark.parametrize("target", list(_params()))
 def test_target(target):
     if isinstance(target, str):
@@ -65,17 +102,20 @@ def test_target(target):
                               .to_json()), encoding="utf-8")
     env = run_env(target, MANIFEST["package_env"][target.package_id], cargo_path=MANIFEST["cargo"],
                   sysroot_libs=MANIFEST.get("sysroot_libs", []), config_dir=Path(MANIFEST["source"]))
-    _echo(f"\n--- {target.id} ({target.kind} of {target.package}): {target.executable or 'cargo test --doc'}\n")
-    result = run_target(target, env=env, timeout=float(MANIFEST["target_timeout"]),
-                        raw_log=Path(MANIFEST["raw_dir"]) / f"{result_filename(target.id)}.log", echo=_echo,
-                        cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"],
-                        shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None,
-                        leftovers_under=Path(MANIFEST["target_directory"]) if MANIFEST.get("target_directory") else None,
-                        # with pytest-xdist other targets run at the same time: report, never kill
-                        kill_leftovers="PYTEST_XDIST_WORKER" not in os.environ, guard=GUARD)
+    echo = _echoer(target.id)
+    echo(f"\n--- {target.id} ({target.kind} of {target.package}): {target.executable or 'cargo test --doc'}\n")
+    with _turn(target.id, target.name):
+        result = run_target(target, env=env, timeout=float(MANIFEST["target_timeout"]),
+                            raw_log=Path(MANIFEST["raw_dir"]) / f"{result_filename(target.id)}.log", echo=echo,
+                            cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"],
+                            shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None,
+                            leftovers_under=Path(MANIFEST["target_directory"]) if MANIFEST.get("target_directory")
+                            else None,
+                            # with pytest-xdist other targets run at the same time: report, never kill
+                            kill_leftovers="PYTEST_XDIST_WORKER" not in os.environ, guard=GUARD)
     out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
     c = result.counts()
-    _echo(f"--- {target.id}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
+    echo(f"--- {target.id}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['ignored']} ignored "
           f"in {result.seconds:.1f}s (exit {result.exit_code}{', TIMED OUT' if result.timed_out else ''})\n")
     problems = []
     if not result.ok:

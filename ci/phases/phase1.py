@@ -129,12 +129,15 @@ def run(cfg: Config) -> int:
 
     with console.phase("Phase 1: run every cargo test target (pytest tests/cargo_phase.py)"):
         guard = HostGuard.for_host(cfg.private_paths, cfg.state_env, cfg.private_ns)
-        console.info(f"host guard: {guard.describe()}")
+        n_jobs = jobs(cfg, guard)
+        console.info(f"host guard: {guard.describe()}; {n_jobs} test binar{'ies' if n_jobs > 1 else 'y'} at once"
+                     + (f"; alone: {', '.join(cfg.serial_targets)}" if cfg.serial_targets else ""))
         made = guard.prepare()
         try:
-            rc = _pytest(cfg, paths)
+            rc = _pytest(cfg, paths, n_jobs)
         finally:
             guard.restore(made)
+        _replay_echo(paths, ws)
     results, not_run, skipped = _collect(paths, ws)
     verdict = phase1_report.Verdict(steps, results, missing, not_run, skipped)
     _report(cfg, paths, verdict)
@@ -149,6 +152,20 @@ def run(cfg: Config) -> int:
     if rc != 0:  # pytest says something failed that the results do not show: never green
         raise CIError(f"phase1: pytest reported a failure (exit {rc}) not seen in the per-target results; see {log}")
     return 0
+
+
+def _replay_echo(paths: dict[str, Path], ws: cargo_mod.Workspace) -> None:
+    """Targets run at once write their live lines to a file each: shown and logged now, in target order."""
+    from ci.cargo_libtest import result_filename
+
+    folder = paths["dir"] / "echo"
+    if not folder.is_dir():
+        return
+    text = "".join((folder / f"{result_filename(t.id)}.log").read_text(encoding="utf-8", errors="replace")
+                   for t in ws.targets if (folder / f"{result_filename(t.id)}.log").is_file())
+    print(text, end="", flush=True)
+    with open(paths["log"], "a", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _is_required(cfg: Config, t: cargo_mod.Target) -> bool:
@@ -179,15 +196,32 @@ def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace
         "missing": missing,
         "guard": {"private_paths": list(cfg.private_paths), "state_env": [list(x) for x in cfg.state_env],
                   "private_ns": cfg.private_ns},
+        "serial_targets": list(cfg.serial_targets),
+        "lock": str(paths["dir"] / "targets.lock"),
     }
     paths["manifest"].write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
-def _pytest(cfg: Config, paths: dict[str, Path]) -> int:
+PARALLEL_JOBS = 4  # test binaries at once with private namespaces (they mostly wait: measured, README)
+
+
+def jobs(cfg: Config, guard: HostGuard) -> int:
+    """How many test binaries run at once: ``--test-jobs``, else 4 when each has its own namespace
+    (no shared host paths between them), else 1."""
+    if cfg.test_jobs is not None:
+        return cfg.test_jobs
+    return PARALLEL_JOBS if guard.namespace else 1
+
+
+def _pytest(cfg: Config, paths: dict[str, Path], n_jobs: int = 1) -> int:
+    from ci.phases.scenarios import _chooses_parallelism
+
     py = tool(sys.executable)
     env = {MANIFEST_ENV: str(paths["manifest"]),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     args = ["-m", "pytest", str(PYTEST_MODULE), "-p", "no:cacheprovider", "-s", "-v", "-rfEs"]
+    if n_jobs > 1 and not _chooses_parallelism(cfg.pytest_args) and importlib.util.find_spec("xdist"):
+        args += ["-n", str(n_jobs)]
     if importlib.util.find_spec("pytest_timeout"):  # a backstop only: each target has its own deadline
         args.append(f"--timeout={int(cfg.target_timeout) + 120}")
     args += cfg.pytest_args
@@ -238,6 +272,8 @@ usage: python -m ci phase1 [options] [pytest args]     (nox -s phase1 -- [option
                           namespace per binary) (REAPER_CI_PRIVATE_PATHS; default /run/reaper; empty: none)
   --state-env N=rel,...   variables pointing into each binary's own scratch folder (REAPER_CI_STATE_ENV;
                           default reaper's REAPER_OVERLAY_BASE/NS/LOCK and REAPER_FILTER_DIR)
+  --test-jobs N           test binaries at once (REAPER_TEST_JOBS; default 4 with private namespaces, else 1)
+  --serial-targets A,B    targets that must run alone, nothing else at the same time (REAPER_SERIAL_TARGETS)
   --no-private-ns         run test binaries on the host: what they leave in the private paths is named, not
                           removed (REAPER_CI_NO_PRIVATE_NS=1; always so without root)
   pytest args             select targets by id: -k integration_io, -k "not integration_overlay"; -x; -n 2 (xdist)

@@ -308,6 +308,8 @@ def test_state_a_test_leaves_is_contained_and_named(phase1):
 def test_without_a_private_namespace_state_on_the_host_is_named_and_left(phase1, tmp_path):
     """--no-private-ns (as without root): the binary runs on the host; what it writes there is found and
     named, never removed (the folder may be someone else's); the test removes it itself."""
+    if Path("/run/reaper/merged").exists():
+        pytest.skip("/run/reaper/merged exists: a reaper runs on this host, and the fixture's write there is no news")
     before = _reaper_home()
     try:
         run = phase1("leaky", "--no-lint", "--no-private-ns", "-k", "integration_io")
