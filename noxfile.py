@@ -56,6 +56,18 @@ def matrix(session: nox.Session) -> None:
     _ci(session, "matrix")
 
 
+@nox.session(python=PYTHON, default=False, tags=["cluster"])
+def compare(session: nox.Session) -> None:
+    """Two commits of the workspace (--base, --head) through the suite on one cluster: regressions, fixes."""
+    _ci(session, "compare")
+
+
+@nox.session(python=PYTHON, default=False, tags=["cluster"])
+def bisect(session: nox.Session) -> None:
+    """git bisect (--good, --bad) with the selected scenarios (-k) as the test: the first bad commit."""
+    _ci(session, "bisect")
+
+
 @nox.session(name="ci", python=PYTHON, default=False)
 def ci_all(session: nox.Session) -> None:
     """Phase 1 then Phases 2-4: what the GitHub Actions workflow runs."""

@@ -18,6 +18,8 @@ COMMANDS = {
     "k8s": ("ci.phases.k8s", "Phases 2-4: provision, install the runtime, run tests/k8s, report"),
     "ci": ("ci.phases.full", "Phase 1 then Phases 2-4"),
     "critest": ("ci.phases.critest", "critest (cri-tools) against the local cluster's handler, vs tests/critest/expected-*.yaml"),
+    "compare": ("ci.phases.compare", "two commits of the workspace through the suite: regressions, fixes, flaky"),
+    "bisect": ("ci.phases.bisect", "git bisect over the workspace's commits with the selected scenarios as the test"),
     "matrix": ("ci.phases.matrix", "Phases 2-4 on a fresh local cluster per containerd x Kubernetes version"),
 }
 

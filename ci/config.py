@@ -70,6 +70,10 @@ class Config:
     cluster_name: str = "reaper-ci"
     keep_cluster: bool = False
     repeat: int = 1  # run the scenario suite this many times on one cluster (flake counting)
+    base: str | None = None  # compare: the commit before the change
+    head: str | None = None  # compare: the commit after it
+    good: str | None = None  # bisect: a commit where the selected scenarios pass
+    bad: str | None = None  # bisect: a commit where they fail
     expect: str | None = None  # expected-outcomes file (None: the project's default for the runtime; "none": no list)
     k8s_version: str = DEFAULT_K8S_VERSION
     etcd_version: str = DEFAULT_ETCD_VERSION
@@ -163,6 +167,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--keep-cluster", "REAPER_KEEP_CLUSTER", switch=True),
     Option("--repeat", "REAPER_K8S_REPEAT"),
     Option("--expect", "REAPER_EXPECT"),
+    Option("--base", "REAPER_COMPARE_BASE"),
+    Option("--head", "REAPER_COMPARE_HEAD"),
+    Option("--good", "REAPER_BISECT_GOOD"),
+    Option("--bad", "REAPER_BISECT_BAD"),
     Option("--k8s-version", "REAPER_K8S_VERSION", DEFAULT_K8S_VERSION),
     Option("--etcd-version", "REAPER_ETCD_VERSION", DEFAULT_ETCD_VERSION),
     Option("--containerd-version", "REAPER_CONTAINERD_VERSION", DEFAULT_CONTAINERD_VERSION),
@@ -309,6 +317,7 @@ def parse(
         keep_cluster=v["keep_cluster"],
         repeat=repeat,
         expect=v["expect"],
+        base=v["base"], head=v["head"], good=v["good"], bad=v["bad"],
         k8s_version=v["k8s_version"],
         etcd_version=v["etcd_version"],
         containerd_version=v["containerd_version"],

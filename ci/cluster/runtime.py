@@ -83,6 +83,10 @@ def build(cfg: Config, run: "Runner", log: Path, target: str | None = None) -> B
         if targets is not None and targets.returncode == 0 and target not in targets.out.split():
             raise ToolMissing(f"the Rust target {target} (static build for the kind node) is not installed: "
                               f"`rustup target add {target}` in {cfg.source} (and apt-get install musl-tools)")
+    cache = _build_cache(cfg, target)
+    if cache is not None and all((cache / b).is_file() for b in (cfg.shim_binary, cfg.runtime_binary)):
+        console.info(f"{cfg.shim_binary} + {cfg.runtime_binary}: the build of commit {cache.name[:12]} (cached in {cache})")
+        return Built(cache / cfg.shim_binary, cache / cfg.runtime_binary)
     console.info(f"building {cfg.shim_binary} + {cfg.runtime_binary}{f' for {target}' if target else ''} in "
                  f"{cfg.source} (log: {log})")
     started = time.monotonic()
@@ -106,7 +110,31 @@ def build(cfg: Config, run: "Runner", log: Path, target: str | None = None) -> B
     for p in (built.shim, built.runtime):
         if not p.is_file():
             raise SetupError(f"cargo build succeeded but {p} is missing (log: {log})")
+    if cache is not None:  # a clean checkout: keep its binaries by commit (compare, bisect, re-runs)
+        import shutil
+        import tempfile
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache.parent))
+        for p in (built.shim, built.runtime):
+            shutil.copy2(p, tmp / p.name)
+        try:
+            tmp.rename(cache)
+        except OSError:  # another run cached it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        built = Built(cache / cfg.shim_binary, cache / cfg.runtime_binary)
     return built
+
+
+def _build_cache(cfg: Config, target: str | None) -> Path | None:
+    """``<cache>/builds/<sha>[-<target>]`` for a source that is a clean git checkout, else None
+    (uncommitted changes, a mutant for instance, are never cached)."""
+    from ci import revisions
+
+    commit = source_commit(cfg.source)
+    if not commit or not revisions.clean(cfg.source):
+        return None
+    return Path(cfg.cache_dir) / "builds" / (commit + (f"-{target}" if target else ""))
 
 
 def source_commit(source: Path | None) -> str | None:

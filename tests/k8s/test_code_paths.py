@@ -43,16 +43,16 @@ def test_s50_exit_range_main_and_exec(kube):
     cases = [(f"exit {c}", ["/bin/sh", "-c", f"exit {c}"], c, tty) for c in EXIT_CODES for tty in (False, True)]
     cases += [(f"kill -{s} $$", ["/bin/sh", "-c", f"kill -{s} $$"], code, tty)
               for s, code in EXEC_SIGNALS.items() for tty in (False, True)]
+    pod = kube.wait_exited(name, require_zero=False)
+    for code in EXIT_CODES:  # the main containers first: each path's problems are named in order
+        term = podstate.terminated(pod, f"c{code}") or {}
+        if term.get("exitCode") != code:
+            problems.append(f"main container `exit {code}`: exitCode {term.get('exitCode')!r}")
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda c: exec_code(c[1], c[3]), cases))
     for (what, _, want, tty), (code, desc) in zip(cases, got):
         if code != want:
             problems.append(f"exec{' with a terminal' if tty else ''} `{what}`: exit {code!r}, expected {want} ({desc})")
-    pod = kube.wait_exited(name, require_zero=False)
-    for code in EXIT_CODES:
-        term = podstate.terminated(pod, f"c{code}") or {}
-        if term.get("exitCode") != code:
-            problems.append(f"main container `exit {code}`: exitCode {term.get('exitCode')!r}")
     assert not problems, f"{len(problems)} exit status(es) wrong: " + "; ".join(problems)
 
 

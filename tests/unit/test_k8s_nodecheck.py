@@ -227,3 +227,18 @@ def test_unreadable_state_is_named_in_one_line():
     assert "ended with exit 255" in nodecheck.unreadable_state(kube, exit255) and cid in kube.ctx.calls[0]
     ok = {"status": {"containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 0}}}]}}
     assert nodecheck.unreadable_state(kube, ok) == ""
+
+
+def test_only_mounts_in_the_runtimes_bound_namespace_are_conclusive():
+    procs = _procs(["12 1 S sleep 5"])
+    bound = invariants.leaked_mounts("@/run/reaper/shared-mnt-ns: 600 1 0:5 / /etc/x rw\n")
+    assert bound == ["600 1 0:5 / /etc/x rw  [in the mount namespace bound at /run/reaper/shared-mnt-ns]"]
+    assert invariants.Leaks(mounts=bound).conclusive
+    held = invariants.leaked_mounts("12: 600 1 0:5 / /etc/x rw\n", procs)
+    assert not invariants.Leaks(mounts=held).conclusive  # a process holds it: it may still exit
+    rt = invariants.leaked_mounts("13: 600 1 0:5 / /etc/x rw\n", _procs(["13 1 S reaper-runtime start abc"]),
+                                  ["reaper-runtime"])
+    assert rt == ["600 1 0:5 / /etc/x rw  [in the mount namespace the runtime holds: pid 13 (reaper-runtime start abc)]"]
+    assert invariants.Leaks(mounts=rt).conclusive
+    assert not invariants.Leaks(mounts=bound, shims=["shim 42"]).conclusive  # a shim may still exit
+    assert not invariants.Leaks().conclusive

@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 from k8s_suite import nodeproc
 
 _PID_PATH = re.compile(r"^/proc/(\d+)/")
+PERSISTENT_NS = "in the mount namespace bound at"
+RUNTIME_NS = "in the mount namespace the runtime holds"  # a runtime process of another container keeps it
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ class Leaks:
 
     def __bool__(self) -> bool:
         return bool(self.processes or self.shims or self.state or self.mounts)
+
+    @property
+    def conclusive(self) -> bool:
+        """Only mounts in a mount namespace that no process holds, kept by a bind-mounted namespace
+        file (the runtime's long-lived namespace): the pods are gone and their delete has run, so
+        nothing is left to unmount them. Waiting proves nothing more."""
+        return bool(self.mounts) and not (self.processes or self.shims or self.state) and all(
+            PERSISTENT_NS in m or RUNTIME_NS in m for m in self.mounts)
 
     def describe(self, node: str) -> str:
         parts = []
@@ -157,8 +167,10 @@ def leaked_state(entries: set[str] | None, owner: Owner) -> list[str]:
     return sorted(e for e in (entries or set()) if e in owner.ids)
 
 
-def leaked_mounts(text: str, procs: Sequence[nodeproc.Proc] = ()) -> list[str]:
-    """Mountinfo lines (``<pid>: <line>``), each with the process whose mount namespace holds it."""
+def leaked_mounts(text: str, procs: Sequence[nodeproc.Proc] = (), runtime_names: Iterable[str] = ()) -> list[str]:
+    """Mountinfo lines (``<pid>: <line>``), each with the process whose mount namespace holds it
+    (a process named like the runtime, ``runtime_names``: the runtime's own shared namespace)."""
+    names = {n for n in runtime_names if n}
     table = nodeproc.by_pid(procs)
     out = []
     for ln in text.splitlines():
@@ -168,7 +180,9 @@ def leaked_mounts(text: str, procs: Sequence[nodeproc.Proc] = ()) -> list[str]:
         pid, _, rest = ln.partition(": ")
         holder = table.get(int(pid)) if pid.isdigit() else None
         if pid.startswith("@"):
-            where = f"in the mount namespace bound at {pid[1:]}"
+            where = f"{PERSISTENT_NS} {pid[1:]}"
+        elif holder and holder.argv0 in names:
+            where = f"{RUNTIME_NS}: pid {pid} ({holder.args[:80]})"
         elif holder:
             where = f"in the mount namespace of pid {pid} ({holder.args[:80]})"
         else:

@@ -18,6 +18,7 @@ SHIM_EXIT = 60  # a deleted pod's shim process exits
 STATE_CLEANUP = 60  # a deleted container's runtime state entry is removed
 ZOMBIE_SETTLE = 20  # a new zombie must be reaped by then
 LEAK_SETTLE = 30  # after a scenario's pods are gone, its processes/shims/state/mounts must be gone too
+LEAK_CONFIRM = 2  # a mount only the runtime's own long-lived namespace keeps: seen again this much later, judged
 RUN_PODS_GONE = 120  # every pod of this run is gone (namespaces deleted) before node-wide checks
 BARRIER = 1500  # node-wide scenarios wait this long for the others to finish
 WATCH_CHUNK = 30  # one watch request (timeout_seconds); _request_timeout adds WATCH_SLACK
