@@ -194,12 +194,14 @@ def gate_ok(rows: Iterable[Judged]) -> bool:
 def report(rows: Sequence[Judged], exp: Expectations, artifacts: Path) -> str:
     """Console table (new first, then fixed, flaky, known), k8s-gate.json, step summary, ::error lines."""
     counts = {v: sum(1 for j in rows if j.verdict == v) for v in ORDER}
-    shown = [j for j in rows if j.verdict != "passed"]
+    not_run = [j.scenario for j in rows if j.verdict == "skipped" and j.detail.startswith("listed but not run")]
+    shown = [j for j in rows if j.verdict != "passed" and j.scenario not in not_run]
     head = ("Scenario", "Gate", "Why")
     table = console.grid(head, [(j.scenario, j.verdict, (j.detail + (f" [{j.rate}]" if j.rate and j.rate not in j.detail else ""))[:160])
                                 for j in shown]) if shown else ["(every scenario passed)"]
     summary = ", ".join(f"{counts[v]} {v}" for v in ORDER if counts[v])
-    text = "\n".join([f"Gate: expected outcomes from {exp.label}", *table, f"Gate: {summary or 'nothing ran'}"])
+    extra = [f"listed but not run (not selected or skipped): {', '.join(not_run)}"] if not_run else []
+    text = "\n".join([f"Gate: expected outcomes from {exp.label}", *table, *extra, f"Gate: {summary or 'nothing ran'}"])
     console.write_text(artifacts / "k8s-gate.txt", text + "\n")
     console.write_text(artifacts / "k8s-gate.json", json.dumps(
         {"expect": str(exp.path) if exp.path else None, "ok": gate_ok(rows), "counts": counts,
