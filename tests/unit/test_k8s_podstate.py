@@ -111,3 +111,18 @@ def test_stuck_after_exit_explains_a_pod_held_by_its_sandbox():
     assert ps.stuck_after_exit(_two([done, done], phase="Succeeded")) == ""
     assert ps.stuck_after_exit(_two([done, run], phase="Running")) == ""
     assert ps.stuck_after_exit(None) == ""
+
+
+def test_running_longer_than_counts_from_the_first_sighting():
+    now = [100.0]
+    stop = ps.running_longer_than("main", 15, clock=lambda: now[0])
+    running = {"metadata": {"name": "p"}, "status": {"phase": "Running", "containerStatuses": [
+        {"name": "main", "containerID": CID, "state": {"running": {"startedAt": "2000-01-01T00:00:00Z"}}}]}}
+    assert stop(running, True) is None  # first seen now (the node's startedAt is not this clock)
+    now[0] = 114.9
+    assert stop(running, True) is None
+    now[0] = 115.0
+    assert stop(running, True) == "container main still running 15s after it was first seen running"
+    done = {"metadata": {"name": "p"}, "status": {"phase": "Succeeded", "containerStatuses": [
+        {"name": "main", "containerID": CID, "state": {"terminated": {"exitCode": 0}}}]}}
+    assert stop(done, True) is None and stop(None, True) == "the pod was deleted while waiting"

@@ -6,6 +6,8 @@ test asserts on is exactly what ``kubectl get -o json`` would show.
 
 from __future__ import annotations
 
+import time
+
 import json
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
@@ -191,6 +193,26 @@ def stop_unless(targets: Sequence[str]) -> Stop:
         return None
 
     return stop
+
+
+def running_longer_than(container: str, seconds: float, clock=time.monotonic) -> Stop:
+    """Stop waiting when ``container`` has been seen running for ``seconds`` (a short command that
+    does not end will not end): measured from the first observation, not the node's clock."""
+    first: dict[str, float] = {}
+
+    def stop(pod: Pod | None, seen: bool) -> str | None:
+        cs = container_status(pod, container) or {}
+        if not (cs.get("state") or {}).get("running"):
+            return stop_if_deleted(pod, seen)
+        since = first.setdefault(_cid(cs), clock())
+        if clock() - since >= seconds:
+            return f"container {container} still running {seconds:.0f}s after it was first seen running"
+        return None
+    return stop
+
+
+def _cid(cs: Mapping[str, Any]) -> str:
+    return str(cs.get("containerID") or "")
 
 
 def never_stop(pod: Pod | None, seen: bool) -> str | None:
