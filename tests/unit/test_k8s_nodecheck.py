@@ -242,3 +242,13 @@ def test_only_mounts_in_the_runtimes_bound_namespace_are_conclusive():
     assert invariants.Leaks(mounts=rt).conclusive
     assert not invariants.Leaks(mounts=bound, shims=["shim 42"]).conclusive  # a shim may still exit
     assert not invariants.Leaks().conclusive
+
+
+def test_an_orphaned_runtime_process_is_conclusive_a_shim_is_not():
+    owner = invariants.Owner("ns1", frozenset({A}), frozenset(), frozenset())
+    procs = _procs([f"40 1 S reaper-runtime start {A}", f"41 7 S reaper-runtime start {A}", f"42 1 S sleep {A}"])
+    got = invariants.leaked_processes(procs, {40: {"id"}, 41: {"id"}, 42: {"id"}}, owner, ["reaper-runtime"])
+    assert [("orphaned" in g) for g in got] == [True, False, False]
+    assert invariants.Leaks(processes=got[:1]).conclusive
+    assert not invariants.Leaks(processes=got[:2]).conclusive  # its parent may still stop it
+    assert not invariants.Leaks(processes=got[:1], shims=["shim 9"]).conclusive

@@ -29,7 +29,8 @@ from k8s_suite import nodeproc
 
 _PID_PATH = re.compile(r"^/proc/(\d+)/")
 PERSISTENT_NS = "in the mount namespace bound at"
-RUNTIME_NS = "in the mount namespace the runtime holds"  # a runtime process of another container keeps it
+RUNTIME_NS = "in the mount namespace the runtime holds"
+ORPHANED_RUNTIME = "runtime process orphaned to init"  # a runtime process of another container keeps it
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,12 @@ class Leaks:
 
     @property
     def conclusive(self) -> bool:
-        """Only mounts in a mount namespace that no process holds, kept by a bind-mounted namespace
-        file (the runtime's long-lived namespace): the pods are gone and their delete has run, so
-        nothing is left to unmount them. Waiting proves nothing more."""
-        return bool(self.mounts) and not (self.processes or self.shims or self.state) and all(
-            PERSISTENT_NS in m or RUNTIME_NS in m for m in self.mounts)
+        """Only what nothing will remove once the pods are gone and their delete has run: mounts in
+        the runtime's own long-lived namespace (bound to a file, or held by a runtime process of
+        another container), and runtime processes orphaned to init. Waiting proves nothing more."""
+        return bool(self.mounts or self.processes) and not (self.shims or self.state) and all(
+            PERSISTENT_NS in m or RUNTIME_NS in m for m in self.mounts) and all(
+            ORPHANED_RUNTIME in p for p in self.processes)
 
     def describe(self, node: str) -> str:
         parts = []
@@ -123,14 +125,19 @@ def mounts_script(patterns: Sequence[str]) -> str:
 
 # --- pure evaluation --------------------------------------------------------------------------------
 
-def leaked_processes(procs: Sequence[nodeproc.Proc], matches: dict[int, set[str]], owner: Owner) -> list[str]:
+def leaked_processes(procs: Sequence[nodeproc.Proc], matches: dict[int, set[str]], owner: Owner,
+                     runtime_names: Iterable[str] = ()) -> list[str]:
+    """The owner's processes still on the node; a runtime process orphaned to init (ppid 1) that
+    names one of the owner's containers is marked ``ORPHANED_RUNTIME``: nothing will stop it."""
+    names = {n for n in runtime_names if n}
     table = nodeproc.by_pid(procs)
     out = []
     for pid, kinds in sorted(matches.items()):
         p = table.get(pid)
         if p is None or p.zombie:
             continue  # gone since (or a zombie: reported by the zombie check)
-        out.append(f"{p.line()}  [{'/'.join(sorted(kinds))}]")
+        orphan = p.ppid == 1 and p.argv0 in names and any(i in p.args for i in owner.ids)
+        out.append(f"{p.line()}  [{'/'.join(sorted(kinds))}{'; ' + ORPHANED_RUNTIME if orphan else ''}]")
     for argv in owner.markers:
         for p in nodeproc.with_args(procs, argv):
             if p.pid not in matches:

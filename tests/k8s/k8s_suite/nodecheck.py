@@ -112,7 +112,8 @@ def scan(kube: "Kube", node: str, owner: invariants.Owner) -> invariants.Leaks:
     ctx, leaks = kube.ctx, invariants.Leaks()
     procs = ctx.ps(node)
     r = ctx.node_sh(node, invariants.pid_match_script(owner.hostnames, owner.patterns), ok=None)
-    leaks.processes = invariants.leaked_processes(procs, invariants.parse_pid_matches(r.stdout), owner)
+    leaks.processes = invariants.leaked_processes(procs, invariants.parse_pid_matches(r.stdout), owner,
+                                                  (kube.info.runtime_binary,))
     leaks.shims = [s.line() for s in invariants.owned_shims(ctx.scan_shims(node, procs), owner)]
     if kube.info.runtime_state_dir:
         leaks.state = [f"{kube.info.runtime_state_dir}/{e}" for e in
