@@ -6,7 +6,8 @@ the bad commit is the older one, it hunts a fix: the first commit where they pas
 bisection runs in a worktree of its own beside the user's checkout. Each step's commit is built
 (cached by commit, one shared cargo target folder), installed on the local cluster and judged:
 good when every selected scenario passes, bad when one fails, skipped (``git bisect skip``) when
-it does not build or the cluster fails. The answer names the first bad commit, its subject, the
+it does not build or the cluster fails. A scenario's own assertions judge (its call phase); a leak
+found at teardown is named but judges nothing. The answer names the first bad commit, its subject, the
 scenarios' failure message there, how many builds it took and the wall time (``bisect.txt``,
 ``bisect.json``).
 """
@@ -22,21 +23,29 @@ from ci import config as config_mod
 from ci import console, revisions
 from ci.config import Config
 from ci.errors import CIError, SetupError, UsageError
-from ci.phases.compare import outcomes, prepare, side_results
+from ci.phases.compare import prepare, side_results
 
 _FIRST = re.compile(r"^([0-9a-f]{40}) is the first (\w+) commit", re.M)
 
 
 def judge(docs: list[dict]) -> tuple[str, str]:
-    """(good | bad | skip, the first failure line) of one commit's selected scenarios."""
-    results = outcomes(docs)
-    ran = {row: res for row, res in results.items() if any(r in ("passed", "failed") for r, _ in res)}
+    """(good | bad | skip, why) of one commit's selected scenarios. What a scenario asserts decides
+    (its call phase); a failure only at setup or teardown (a leak) is named but judges nothing."""
+    ran, bad, notes = False, [], []
+    for doc in docs:
+        fails = doc.get("failures") or {}
+        for row in doc.get("passed", []) + doc.get("failed", []) + doc.get("errors", []):
+            ran = True
+            phases = fails.get(row) or {}
+            if "call" in phases:
+                bad.append(f"{row}: {phases['call']}")
+            elif phases:
+                notes.append(f"{row} failed at {'/'.join(phases)} only (not judged)")
     if not ran:
         return "skip", "no selected scenario ran"
-    failed = [(row, m) for row, res in ran.items() for r, m in res if r == "failed"]
-    if failed:
-        return "bad", f"{failed[0][0]}: {failed[0][1]}"
-    return "good", ""
+    if bad:
+        return "bad", bad[0]
+    return "good", "; ".join(notes)
 
 
 def main(argv: list[str]) -> int:

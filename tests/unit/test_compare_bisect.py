@@ -42,9 +42,11 @@ def test_report_files_and_exit_facts(tmp_path):
     assert (tmp_path / "compare.json").is_file() and (tmp_path / "compare.txt").read_text() == text + "\n"
 
 
-def test_bisect_judges_a_step():
+def test_bisect_judges_a_step_by_what_the_scenario_asserts():
     assert bisect.judge([doc(passed=["S31 x"])]) == ("good", "")
-    assert bisect.judge([doc(failed=["S31 x"], failures={"S31 x": {"call": "exit 1"}})]) == ("bad", "S31 x: call: exit 1")
+    assert bisect.judge([doc(failed=["S31 x"], failures={"S31 x": {"call": "exit 1"}})]) == ("bad", "S31 x: exit 1")
+    leak = {"passed": [], "failed": [], "errors": ["S31 x"], "failures": {"S31 x": {"teardown": "left its mark"}}}
+    assert bisect.judge([leak]) == ("good", "S31 x failed at teardown only (not judged)")
     assert bisect.judge([doc(skipped=["S31 x"])]) == ("skip", "no selected scenario ran")
 
 
