@@ -105,7 +105,11 @@ class Run:
         elif not self.guard.namespace:
             found += [f"file {f}" for f in sorted(_entries([str(self.scratch)]))]
             found += [f"file {e} (on the host)" for e in sorted(_entries(self.guard.private_paths) - self.entries_before)]
-        found += [f"mount {m} (on the host)" for m in sorted(_host_mounts() - self.mounts_before)]
+        if not self.guard.namespace:  # in a private namespace its mounts never reach the host; on the host,
+            # only mounts under the watched folders are the binary's (a cluster on the host mounts elsewhere)
+            roots = [str(self.scratch), *self.guard.private_paths]
+            found += [f"mount {m} (on the host)" for m in sorted(_host_mounts() - self.mounts_before)
+                      if any(m == r or m.startswith(r + "/") for r in roots)]
         if not self.guard.namespace:
             for m in sorted((m for m in _host_mounts() if m.startswith(str(self.scratch) + "/")), reverse=True):
                 subprocess.run(["umount", "-l", m], capture_output=True)
