@@ -22,4 +22,5 @@ RUN_TOKEN_ENV = "REAPER_CI_RUN_TOKEN"  # the run token (names, labels, sleep mar
 ARTIFACTS_ENV = "CI_ARTIFACTS_DIR"  # where the run folder goes (./artifacts by default)
 RUN_DIR = "k8s-run"  # <artifacts>/k8s-run/<token>/
 SETUP_ERROR_FILE = "setup-error.txt"  # in the run folder: the suite's one-line reason
+DURATIONS_ENV = "REAPER_CI_DURATIONS"  # a JSON file: scenario -> seconds last time on this runtime (longest first)
 VERDICT_FILE = "verdict.json"  # in the run folder: scenario names by verdict (passed/failed/infrastructure/...)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ci import console, expect
-from ci.contract import (ARTIFACTS_ENV, CLUSTER_INFO_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE,
+from ci.contract import (ARTIFACTS_ENV, CLUSTER_INFO_ENV, DURATIONS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE,
                          SUITE_EXIT_SETUP, VERDICT_FILE)
 from ci.config import REPO_ROOT, Config
 from ci.errors import CIError, SetupError, UsageError
@@ -136,7 +136,8 @@ def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
     junit = artifacts / JUNIT_NAME
     token = token or os.environ.get(RUN_TOKEN_ENV) or new_token()
     env = {CLUSTER_INFO_ENV: str(Path(info_path).resolve()), ARTIFACTS_ENV: str(artifacts),
-           RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1"}
+           RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1",
+           DURATIONS_ENV: str(durations_file(cfg, info_path))}
     argv = ["-m", "pytest", *pytest_argv(cfg.pytest_args, junit, os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)]
     console.info(f"scenario suite: run token {token}; pytest {' '.join(argv[2:])}")
     started = time.monotonic()
@@ -148,6 +149,15 @@ def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
     doc_text = _read(run_dir / VERDICT_FILE)
     console.info(f"scenario suite: pytest exit {rc} after {seconds:.1f}s; JUnit {junit}")
     return Once(token, rc, json.loads(doc_text) if doc_text else None, _read(run_dir / SETUP_ERROR_FILE), junit, seconds)
+
+
+def durations_file(cfg: Config, info_path: Path) -> Path:
+    """Where the suite keeps each scenario's last duration on this runtime (the longest start first)."""
+    try:
+        runtime = json.loads(Path(info_path).read_text()).get("runtime") or "unknown"
+    except (OSError, ValueError):
+        runtime = "unknown"
+    return Path(cfg.cache_dir) / "k8s-durations" / f"{runtime}.json"
 
 
 REPEAT_DIR = "k8s-repeat"

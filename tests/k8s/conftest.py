@@ -37,7 +37,7 @@ if str(HERE) not in sys.path:
 from ci import console  # noqa: E402
 from ci.cluster.base import CLUSTER_INFO_ENV, ClusterInfo, find_cluster_info  # noqa: E402
 from ci.config import DEFAULT_STATE_DIR  # noqa: E402
-from ci.contract import ARTIFACTS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE, SUITE_EXIT_SETUP, VERDICT_FILE  # noqa: E402
+from ci.contract import ARTIFACTS_ENV, DURATIONS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE, SUITE_EXIT_SETUP, VERDICT_FILE  # noqa: E402
 from k8s_suite import naming, nodeproc, runstate  # noqa: E402
 from k8s_suite import timeouts as T  # noqa: E402
 
@@ -184,8 +184,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             nw = item.get_closest_marker("node_wide") is not None
             item.add_marker(pytest.mark.timeout(T.TEST_NODE_WIDE if nw else T.TEST_DEFAULT))
     index = {id(it): i for i, it in enumerate(items)}
+    took = runstate.load_durations(os.environ.get(DURATIONS_ENV))  # the longest first, as last measured
     items.sort(key=lambda it: runstate.order_key(runstate.stage_of(it.get_closest_marker("node_wide")),
-                                                  it.get_closest_marker("slow") is not None, index[id(it)]))
+                                                  it.get_closest_marker("slow") is not None, index[id(it)],
+                                                  took.get(runstate.row_name(it.nodeid))))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -335,6 +337,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     text = console.table(title, rows)
     skipped = runstate.skipped_lines(rows)
     doc = runstate.verdict_doc(outcomes.values())
+    runstate.save_durations(os.environ.get(DURATIONS_ENV), outcomes.values())
     config.stash[RUN_KEY].write(VERDICT_FILE, json.dumps(doc, indent=1) + "\n")
     infra = [f"  {r.name}: {r.detail}" for r in rows if r.detail.startswith("infrastructure:")]
     terminalreporter.write_line("")

@@ -50,6 +50,10 @@ def test_stages_and_order():
     items = [("s01", 0, False), ("s07", 0, True), ("s13", 2, False), ("s16", 1, True), ("s02", 0, False)]
     order = sorted(range(len(items)), key=lambda i: rs.order_key(items[i][1], items[i][2], i))
     assert [items[i][0] for i in order] == ["s07", "s01", "s02", "s16", "s13"]
+    # measured durations order stage 0 longest first (unmeasured slow ones count as SLOW_GUESS)
+    took = {"s02": 90.0, "s01": 5.0}
+    order = sorted(range(len(items)), key=lambda i: rs.order_key(items[i][1], items[i][2], i, took.get(items[i][0])))
+    assert [items[i][0] for i in order] == ["s02", "s07", "s01", "s16", "s13"]
     stages = {"a": 0, "b": 0, "c": 1, "d": 2}
     assert rs.must_finish_before(stages, 1) == {"a", "b"}
     assert rs.must_finish_before(stages, 2) == {"a", "b", "c"}
@@ -119,3 +123,18 @@ def test_verdict_doc_separates_infrastructure_failures():
                                 "S02 exit_code": {"call": "t::test_s02_exit_code call said so"},
                                 "S05 working_dir": {"teardown": "t::test_s05_working_dir teardown said so"}}}
     assert o("t::test_s07_x", "call", "failed", infra=True).result == "error"
+
+
+def test_durations_are_kept_per_scenario(tmp_path):
+    path = tmp_path / "d" / "reaper.json"
+    assert rs.load_durations(path) == {}
+    done = rs.Outcome("t::test_s01_echo_stdout")
+    done.add("call", "passed", 12.34)
+    skipped = rs.Outcome("t::test_s02_exit_code")
+    skipped.add("setup", "skipped", 0.1)
+    rs.save_durations(path, [done, skipped])
+    assert rs.load_durations(path) == {"S01 echo_stdout": 12.3}
+    again = rs.Outcome("t::test_s03_x")
+    again.add("call", "failed", 40.0)
+    rs.save_durations(path, [again])
+    assert rs.load_durations(path) == {"S01 echo_stdout": 12.3, "S03 x": 40.0}

@@ -94,10 +94,40 @@ def stage_of(node_wide: Any | None) -> int:
     return int(getattr(node_wide, "kwargs", {}).get("stage", 1))
 
 
-def order_key(stage: int, slow: bool, index: int) -> tuple[int, int, int]:
-    """Collection order: by stage; within stage 0 slow scenarios first (they bound the wall time
-    under pytest-xdist); otherwise as written."""
-    return (stage, 0 if (slow and stage == 0) else 1, index)
+SLOW_GUESS = 60.0  # seconds assumed for a scenario marked slow that has no measured duration yet
+
+
+def order_key(stage: int, slow: bool, index: int, seconds: float | None = None) -> tuple[int, float, int]:
+    """Collection order: by stage; within stage 0 the longest first (they bound the wall time under
+    pytest-xdist): the duration measured last time on this runtime, else slow-marked ones first;
+    otherwise as written."""
+    if stage != 0:
+        return (stage, 0.0, index)
+    return (0, -(seconds if seconds is not None else (SLOW_GUESS if slow else 0.0)), index)
+
+
+def load_durations(path: Path | None) -> dict[str, float]:
+    """Scenario row name -> seconds from an earlier run on this runtime ({} when none)."""
+    try:
+        data = json.loads(Path(path).read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+
+
+def save_durations(path: Path | None, outcomes: Iterable["Outcome"]) -> None:
+    """Merge this run's finished scenarios' durations into ``path`` (atomically)."""
+    if not path:
+        return
+    data = load_durations(path)
+    data.update({row_name(o.nodeid): round(o.seconds, 1) for o in outcomes if o.result in ("passed", "failed")})
+    tmp = Path(path).with_suffix(".tmp")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 def must_finish_before(stages: Mapping[str, int], stage: int) -> set[str]:
