@@ -54,9 +54,12 @@ class Entry:
     flaky: bool = False
 
     def fits(self, failures: Mapping[str, str]) -> bool:
-        """Whether a scenario's failures (phase -> first line) are the ones this entry describes."""
-        phases = [self.phase] if self.phase else list(failures)
-        return any(p in failures and (self.match is None or re.search(self.match, failures[p] or "")) for p in phases)
+        """Whether a scenario's failures (phase -> first line) are all ones this entry describes: in
+        its phase (when given) and matching its pattern (when given). A failure in another phase or
+        with another message is not hidden by a listed one."""
+        return bool(failures) and all((self.phase is None or p == self.phase)
+                                      and (self.match is None or re.search(self.match, m or ""))
+                                      for p, m in failures.items())
 
 
 @dataclass(frozen=True)

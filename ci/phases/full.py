@@ -22,10 +22,15 @@ def main(argv: list[str]) -> int:
         try:
             results[name] = int(fn() or 0)
         except SetupError as e:  # infrastructure, by type (the message carries its own prefix)
-            console.error(f"{name}: {e}")
+            console.error(_prefixed(name, e))
             results[name] = EXIT_SETUP
         except CIError as e:
-            console.error(f"{name}: {e}")
+            console.error(_prefixed(name, e))
             results[name] = EXIT_PRODUCT_FAILURE
     console.info("ci: " + ", ".join(f"{n} {'passed' if rc == 0 else f'FAILED (exit {rc})'}" for n, rc in results.items()))
     return max(results.values())
+
+
+def _prefixed(name: str, e: Exception) -> str:
+    text = str(e)
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"

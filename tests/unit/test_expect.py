@@ -133,3 +133,13 @@ def test_report_orders_new_fixed_known(tmp_path):
     order = [l.split()[1] for l in text.splitlines()[3:6]]
     assert order == ["echo_stdout", "killed_by_a_signal", "exit_code"], text
     assert "Gate: 1 new, 1 fixed, 1 known" in text and (tmp_path / "k8s-gate.json").is_file()
+
+
+def test_every_failing_phase_must_be_the_listed_one(tmp_path):
+    exp = load(tmp_path, "- scenario: S02\n  match: 'left its mark'\n  reason: leak\n")
+    both = doc(failed=["S02 exit_code"], failures={"S02 exit_code": {"call": "exit 1", "teardown": "left its mark"}})
+    only = doc(failed=["S02 exit_code"], failures={"S02 exit_code": {"teardown": "left its mark"}})
+    assert e.judge([both], exp)[0].verdict == "new"  # the call failure is not the listed leak
+    assert e.judge([only], exp)[0].verdict == "known"
+    exp2 = load(tmp_path, "- scenario: S02\n  match: 'left its mark|exit 1'\n  reason: both\n")
+    assert e.judge([both], exp2)[0].verdict == "known"
