@@ -1,4 +1,5 @@
-"""`kubectl attach -i` through the API: write to a running container's stdin, then close it."""
+"""Streams into a container through the API (exec, ``kubectl attach -i``): open one, feed stdin and
+close it (the v5 protocol's half-close), wait for the container's streams to end."""
 
 from __future__ import annotations
 
@@ -13,26 +14,39 @@ from k8s_suite.context import InfrastructureError
 from k8s_suite.streams import WaitError, _short
 
 
-def send_and_close(kube: Any, name: str, data: str, container: str | None = None, timeout: float = T.EXEC) -> None:
-    """Attach to ``name``'s stdin, write ``data``, close stdin (the v5 protocol's half-close, as
-    ``kubectl attach -i`` does at end of input) and wait until the container's streams end."""
-    kw: dict[str, Any] = dict(stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False,
-                              _request_timeout=timeout)
+def open_stream(kube: Any, method: str, name: str, container: str | None, timeout: float, what: str, **kw: Any):
+    """A websocket to ``name``'s container through ``CoreV1Api.<method>`` (on this thread's own client)."""
+    kw.update(_preload_content=False, _request_timeout=timeout)
     if container:
         kw["container"] = container
     try:
-        ws = stream(kube.ctx.stream_api().connect_get_namespaced_pod_attach, name, kube.ns, **kw)
+        return stream(getattr(kube.ctx.stream_api(), method), name, kube.ns, **kw)
     except ApiException as e:
-        raise AssertionError(f"attach to {kube.ns}/{name}: could not connect: {_short(e)}") from None
-    try:
+        raise AssertionError(f"{what}: could not connect: {_short(e)}") from None
+
+
+def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str) -> None:
+    """Write ``stdin`` (None: nothing, stdin stays as it is) and close it, then wait for the streams to end."""
+    if stdin is not None:
         if ws.subprotocol != V5_CHANNEL_PROTOCOL:
-            raise InfrastructureError(f"attach: the API server answered stream protocol {ws.subprotocol!r}, which "
+            raise InfrastructureError(f"{what}: the API server answered stream protocol {ws.subprotocol!r}, which "
                                       f"cannot close stdin (needs {V5_CHANNEL_PROTOCOL})")
-        ws.write_stdin(data)
+        if stdin:
+            ws.write_stdin(stdin)
         ws.close_channel(0)
-        ws.run_forever(timeout=timeout)
-        if ws.is_open():
-            raise WaitError(f"attach to {kube.ns}/{name}: the container's streams are still open {timeout:.0f}s after "
-                            f"stdin was closed (end of file never reached it?); output so far {ws.read_channel(1)[-200:]!r}")
+    ws.run_forever(timeout=timeout)
+    if ws.is_open():
+        raise WaitError(f"{what}: still running after {timeout:.0f}s (stdout so far {ws.read_channel(1)[-200:]!r}, "
+                        f"stderr {ws.read_channel(2)[-200:]!r})")
+
+
+def send_and_close(kube: Any, name: str, data: str, container: str | None = None, timeout: float = T.EXEC) -> None:
+    """``kubectl attach -i``: write ``data`` to ``name``'s stdin, close it and wait until the
+    container's streams end (a runtime that never gives the workload end of file fails here)."""
+    what = f"attach to {kube.ns}/{name} (stdin closed: end of file must reach the container)"
+    ws = open_stream(kube, "connect_get_namespaced_pod_attach", name, container, timeout, what,
+                     stdin=True, stdout=True, stderr=True, tty=False)
+    try:
+        feed_and_wait(ws, data, timeout, what)
     finally:
         ws.close()

@@ -14,12 +14,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.stream import stream
-from kubernetes.stream.ws_client import V5_CHANNEL_PROTOCOL
 
 from ci.cluster.base import ClusterInfo
 
-from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate
+from k8s_suite import attach, manifests, naming, nodecheck, nodeproc, podstate
 from k8s_suite import timeouts as T
 from k8s_suite.context import InfrastructureError, NodeCommandError, RunContext, _json, failing_with
 from k8s_suite.podstate import Pod
@@ -255,25 +253,11 @@ class Kube:
         channel is closed (the v5 stream protocol's half-close, as ``kubectl exec -i`` does); ``tty``:
         a terminal (stderr is merged into it)."""
         kw: dict[str, Any] = dict(command=list(argv), stderr=not tty, stdin=stdin is not None or tty, stdout=True,
-                                  tty=tty, _preload_content=False, _request_timeout=timeout)
-        if container:
-            kw["container"] = container
+                                  tty=tty)
+        what = f"exec {list(argv)} in {self.ns}/{name}"
+        ws = attach.open_stream(self, "connect_get_namespaced_pod_exec", name, container, timeout, what, **kw)
         try:
-            ws = stream(self.ctx.stream_api().connect_get_namespaced_pod_exec, name, self.ns, **kw)
-        except ApiException as e:
-            raise AssertionError(f"exec {list(argv)} in {self.ns}/{name}: could not connect: {_short(e)}") from None
-        try:
-            if stdin is not None:
-                if ws.subprotocol != V5_CHANNEL_PROTOCOL:
-                    raise InfrastructureError(f"exec with stdin: the API server answered stream protocol "
-                                              f"{ws.subprotocol!r}, which cannot close stdin (needs {V5_CHANNEL_PROTOCOL})")
-                if stdin:
-                    ws.write_stdin(stdin)
-                ws.close_channel(0)
-            ws.run_forever(timeout=timeout)
-            if ws.is_open():
-                raise WaitError(f"exec {list(argv)} in {self.ns}/{name}: still running after {timeout:.0f}s "
-                                f"(stdout so far {ws.read_channel(1)[-200:]!r}, stderr {ws.read_channel(2)[-200:]!r})")
+            attach.feed_and_wait(ws, stdin, timeout, what)
             out, err, raw = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
         finally:
             ws.close()
