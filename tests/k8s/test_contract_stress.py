@@ -66,17 +66,21 @@ def test_s43_many_exits_and_execs_at_once(kube):
     for i, res in enumerate(execs):
         if (res.stdout, res.stderr, res.exit_code) != (f"exec-{i}-{token}\n", f"err-{i}-{token}\n", i + 1):
             problems.append(f"exec {i}: expected stdout exec-{i}, stderr err-{i}, exit {i + 1}: {res.describe()}")
-    problems += [f"release of pod {i} (an exec that lets its container end): {r.describe()}"
-                 for i, r in enumerate(releases) if r.exit_code != 0]
     for i, pod in enumerate(ended):
         if isinstance(pod, str):
             problems.append(f"pod {i}: {pod}")
             continue
         code = (podstate.terminated(pod) or {}).get("exitCode")
         lines = kube.log_lines(names[i])
-        if code != 10 + i or lines != [f"start-{i}-{token}", f"end-{i}-{token}"]:
+        ok = code == 10 + i and lines == [f"start-{i}-{token}", f"end-{i}-{token}"]
+        if not ok:
             problems.append(f"pod {i}: expected exit {10 + i} and its two lines, got exit {code!r}, log {lines!r}: "
                             f"{podstate.describe(pod)}")
+        # the release's own status: 0, or 137 when its container ended while the exec was still exiting
+        # (the container's end kills what is left in it: runc does so) and the release did its work
+        r = releases[i]
+        if r.exit_code != 0 and not (r.exit_code == 137 and ok):
+            problems.append(f"release of pod {i} (an exec that lets its container end): {r.describe()}")
     assert not problems, f"{len(problems)} of {3 * MANY} exact results wrong:\n" + "\n".join(problems)
 
 
