@@ -280,3 +280,15 @@ def test_small_kind_matrix_on_push_and_the_full_matrix_weekly_or_by_hand(wf):
     assert "schedule" in wf["on"] and job["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
     run = " ".join(s.get("run", "") for s in job["steps"])
     assert 'nox -s matrix -- --runtime reaper --source "$REAPER_SOURCE"' in run and run.count("sudo") == 1
+
+
+def test_pull_requests_into_reaper_are_compared_against_their_merge_base(wf):
+    job = wf["jobs"]["compare"]
+    assert job["if"] == "github.event_name == 'pull_request'"
+    checkout = job["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0  # both commits
+    (run,) = [s["run"] for s in job["steps"] if "nox -s compare" in s.get("run", "")]
+    assert 'git merge-base "$BASE_SHA" "$HEAD_SHA"' in run and '--base "$MERGE_BASE" --head "$HEAD_SHA"' in run
+    assert "sudo" in run and "--provisioner local" in run  # root: a local cluster on the runner
+    gate = [s for s in job["steps"] if s.get("id") == "workspace"][0]["run"]
+    assert "Cargo.toml" in gate  # only where the checkout is reaper itself
