@@ -37,6 +37,9 @@ def _why_not() -> str | None:
         return "cargo is not installed"
     if (STATE / "cluster.json").exists() and os.environ.get("REAPER_CI_SELFTEST_TAKEOVER") != "1" and not IN_CI:
         return f"a local cluster is recorded in {STATE} (others may use it); REAPER_CI_SELFTEST_TAKEOVER=1 lets this test replace it"
+    if (STATE / "cluster.json").exists():  # taken over: its reaper's state in /run/reaper goes with it
+        subprocess.run([sys.executable, "-m", "ci", "cluster", "down", "--provisioner", "local", "--state-dir", str(STATE)],
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=600)
     if REAPER_HOME.exists() and any(REAPER_HOME.iterdir()):
         return f"{REAPER_HOME} is not empty: a reaper runs on this host"
     return None
