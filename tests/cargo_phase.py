@@ -109,8 +109,10 @@ def test_target(target):
                             raw_log=Path(MANIFEST["raw_dir"]) / f"{result_filename(target.id)}.log", echo=echo,
                             cargo=MANIFEST["cargo"], workspace_root=MANIFEST["source"],
                             shim_dir=Path(MANIFEST["shim_dir"]) if MANIFEST.get("shim_dir") else None,
-                            leftovers_under=Path(MANIFEST["target_directory"]) if MANIFEST.get("target_directory")
-                            else None,
+                            # in a private namespace the guard finds (and ends) what a binary left; a scan
+                            # of the host would take a target running beside it for this one's leftovers
+                            leftovers_under=Path(MANIFEST["target_directory"])
+                            if MANIFEST.get("target_directory") and not (GUARD and GUARD.namespace) else None,
                             # with pytest-xdist other targets run at the same time: report, never kill
                             kill_leftovers="PYTEST_XDIST_WORKER" not in os.environ, guard=GUARD)
     out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")

@@ -62,7 +62,7 @@ def test_ci_reports_the_leak_and_the_cluster_still_comes_up(tmp_path):
         env.pop(var, None)
     proc = subprocess.run([sys.executable, "-m", "ci", "ci", "--source", str(source), "--runtime", "reaper",
                            "--provisioner", "local", "--state-dir", str(STATE), "--artifacts", str(artifacts),
-                           "--no-lint", "-k", "s01"],
+                           "--no-lint", "--expect", "none", "-k", "s01"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     out = proc.stdout + proc.stderr
     tail = out[-6000:]
