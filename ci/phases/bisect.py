@@ -120,7 +120,7 @@ def _run(cfg: Config) -> int:
     built = sum(1 for s in steps if not s["why"].startswith("does not build"))
     what = "first commit where they pass" if fix_hunt else "first bad commit"
     text = (f"{what}: {first_bad[:12]} {revisions.subject(repo, first_bad)}\n"
-            f"  failure there: {why}\n"
+            f"  there: {why}\n"
             f"  {len(steps)} step(s) ({built} built and run), {seconds:.0f}s wall; between good {good[:12]} and bad {bad[:12]}")
     print("\n" + text, flush=True)
     console.write_text(cfg.artifacts / "bisect.txt", text + "\n")
