@@ -141,6 +141,8 @@ def test_s38_exec_probes(kube):
                          stop=podstate.stop_unless(("Running",)))
     last = ((podstate.container_status(dead_pod) or {}).get("lastState") or {}).get("terminated")
     assert last, f"restarted container without a last terminated state: {podstate.describe(dead_pod)}"
+    # the restart is the probe's: the kubelet's own evidence (a restart for any other reason proves nothing)
+    _wait_liveness_evidence(kube, kube.name("dead"))
     # the probes ran in the containers: their side effects are in each pod's own emptyDir
     for what, file in (("unready", "ready-probes"), ("ready", "live-probes")):
         runs = _wait_probe_runs(kube, kube.name(what), f"{w[what]}/{file}")
@@ -151,6 +153,21 @@ def test_s38_exec_probes(kube):
     pod = kube.get(kube.name("ready"))
     assert _ready(pod) and (podstate.container_status(pod) or {}).get("restartCount") == 0, (
         f"a pod whose liveness probe exits 0 must stay Ready and never restart: {podstate.describe(pod)}")
+
+
+def _wait_liveness_evidence(kube, name: str) -> None:
+    """The kubelet's events for ``name``: Unhealthy "Liveness probe failed" and Killing "failed liveness
+    probe" (events are written asynchronously: polled until the deadline)."""
+    deadline = time.monotonic() + T.POD_START
+    while True:
+        evs = [e for e in kube.ctx.events(kube.ns) if (e.get("involvedObject") or {}).get("name") == name]
+        seen = {e.get("reason"): e.get("message") or "" for e in evs}
+        if "Liveness probe failed" in seen.get("Unhealthy", "") and "failed liveness probe" in seen.get("Killing", ""):
+            return
+        assert time.monotonic() < deadline, (
+            f"{name} restarted, but the kubelet recorded no failed liveness probe and kill for it within "
+            f"{T.POD_START}s (events: {[(e.get('reason'), (e.get('message') or '')[:80]) for e in evs]})")
+        time.sleep(0.5)  # poll interval until the deadline
 
 
 def _volume_path(kube, what: str) -> str:
