@@ -144,8 +144,9 @@ def _sid(row: str) -> str:
     return row.split(" ", 1)[0]
 
 
-def judge(docs: Sequence[Mapping], exp: Expectations) -> list[Judged]:
-    """The suite's verdict documents (one per run) against the expectations, one row per scenario."""
+def results_by_scenario(docs: Sequence[Mapping]) -> dict[str, list[tuple[str, Mapping[str, str]]]]:
+    """The suite's verdict documents (one per run) per scenario: [(passed | failed | infrastructure |
+    skipped, {failing phase: its first line})], one item per run (an error counts as failed)."""
     runs: dict[str, list[tuple[str, Mapping[str, str]]]] = {}
     for doc in docs:
         fails = doc.get("failures") or {}
@@ -153,6 +154,12 @@ def judge(docs: Sequence[Mapping], exp: Expectations) -> list[Judged]:
                             ("infrastructure", "infrastructure"), ("skipped", "skipped")):
             for row in doc.get(key, []):
                 runs.setdefault(row, []).append((result, fails.get(row) or {}))
+    return runs
+
+
+def judge(docs: Sequence[Mapping], exp: Expectations) -> list[Judged]:
+    """The suite's verdict documents (one per run) against the expectations, one row per scenario."""
+    runs = results_by_scenario(docs)
     out = [_one(row, results, exp.entries.get(_sid(row))) for row, results in runs.items()]
     ran = {_sid(r) for r in runs}
     out += [Judged(f"{sid}", "skipped", f"listed but not run ({e.reason})") for sid, e in exp.entries.items()

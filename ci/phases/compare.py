@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ci import config as config_mod
-from ci import console, revisions
+from ci import console, expect, revisions
 from ci.config import Config
 from ci.errors import CIError, SetupError, UsageError
 
@@ -36,15 +36,8 @@ def side_results(artifacts: Path) -> list[dict]:
 
 def outcomes(docs: Sequence[Mapping]) -> dict[str, list[tuple[str, str]]]:
     """Scenario -> [(passed|failed|infrastructure|skipped, first failure line)] over the runs."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    for doc in docs:
-        fails = doc.get("failures") or {}
-        for key, result in (("passed", "passed"), ("failed", "failed"), ("errors", "failed"),
-                            ("infrastructure", "infrastructure"), ("skipped", "skipped")):
-            for row in doc.get(key, []):
-                msg = next((f"{p}: {m}" for p, m in (fails.get(row) or {}).items()), "")
-                out.setdefault(row, []).append((result, msg))
-    return out
+    return {row: [(result, next((f"{p}: {m}" for p, m in fails.items()), "")) for result, fails in results]
+            for row, results in expect.results_by_scenario(docs).items()}
 
 
 @dataclass
@@ -131,7 +124,7 @@ def run_side(sub: Config, sha: str, side: str) -> tuple[list[dict], float]:
     with console.phase(f"compare: {side} {sha[:12]}"):
         try:
             k8s.run(sub)
-        except SetupError:
+        except SetupError:  # the cluster, not a scenario: the compare ends here
             raise
         except CIError as e:  # scenario failures are what we compare; anything else ends the compare
             if not side_results(sub.artifacts):
