@@ -68,6 +68,12 @@ def bisect(session: nox.Session) -> None:
     _ci(session, "bisect")
 
 
+@nox.session(python=PYTHON, default=False, tags=["cluster"])
+def soak(session: nox.Session) -> None:
+    """Long-lived pods on the runtime under test for --duration (default 75m): restarts, gaps, exec, processes."""
+    _ci(session, "soak")
+
+
 @nox.session(name="ci", python=PYTHON, default=False)
 def ci_all(session: nox.Session) -> None:
     """Phase 1 then Phases 2-4: what the GitHub Actions workflow runs."""

@@ -74,6 +74,7 @@ class Config:
     head: str | None = None  # compare: the commit after it
     good: str | None = None  # bisect: a commit where the selected scenarios pass
     bad: str | None = None  # bisect: a commit where they fail
+    soak_duration: float = 4500.0  # soak: seconds the long-lived pods are watched (default 75 min: past reaper's 1 h wait limit)
     expect: str | None = None  # expected-outcomes file (None: the project's default for the runtime; "none": no list)
     k8s_version: str = DEFAULT_K8S_VERSION
     etcd_version: str = DEFAULT_ETCD_VERSION
@@ -167,6 +168,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--keep-cluster", "REAPER_KEEP_CLUSTER", switch=True),
     Option("--repeat", "REAPER_K8S_REPEAT"),
     Option("--expect", "REAPER_EXPECT"),
+    Option("--duration", "REAPER_SOAK_DURATION", "75m"),
     Option("--base", "REAPER_COMPARE_BASE"),
     Option("--head", "REAPER_COMPARE_HEAD"),
     Option("--good", "REAPER_BISECT_GOOD"),
@@ -317,6 +319,7 @@ def parse(
         keep_cluster=v["keep_cluster"],
         repeat=repeat,
         expect=v["expect"],
+        soak_duration=duration("--duration", v["duration"]),
         base=v["base"], head=v["head"], good=v["good"], bad=v["bad"],
         k8s_version=v["k8s_version"],
         etcd_version=v["etcd_version"],
@@ -362,6 +365,25 @@ def _count(flag: str, raw: str | None, default: int) -> int:
 
 def _seconds(flag: str, raw: str | None, default: float) -> float:
     return _number(flag, raw, default, float, lambda v: v > 0, "more than 0 seconds")
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def duration(flag: str, raw: str) -> float:
+    """``75m``, ``1h30m``, ``90s`` or plain seconds (``4500``) as seconds; one-line errors."""
+    text = raw.strip()
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        m = _DURATION.fullmatch(text)
+        if not text or m is None or not any(m.groups()):
+            raise UsageError(f"{flag} {raw!r}: expected a duration like 75m, 1h30m, 90s or seconds")
+        h, mi, se = (int(g or 0) for g in m.groups())
+        seconds = h * 3600 + mi * 60 + se
+    if seconds < 60:
+        raise UsageError(f"{flag} {raw!r}: at least 60 seconds (a soak shorter than that proves nothing)")
+    return float(seconds)
 
 
 _VERSION = re.compile(r"v\d+\.\d+\.\d+")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 from ci import config as config_mod
 from ci import console
@@ -49,6 +50,25 @@ def run(cfg: Config) -> int:
     check_runtime_choice(cfg)
     # before anything is created: a bad expected file is a usage error (existing + auto: after the probe)
     exp = expectations(cfg, cfg.runtime) if cfg.runtime in ("reaper", "runc") else None
+
+    def suite(info: ClusterInfo, path: Path) -> int:
+        nonlocal exp
+        if exp is None or info.runtime != cfg.runtime:
+            exp = expectations(cfg, info.runtime)
+        console.info(f"expected outcomes: {exp.label}")
+        if cfg.repeat > 1:
+            return scenarios.run_repeated(cfg, path, exp)
+        with console.phase("Phase 4: scenario suite (tests/k8s)"):
+            return scenarios.run(cfg, path, exp=exp)
+
+    return provisioned(cfg, suite)
+
+
+def provisioned(cfg: Config, body: Callable[[ClusterInfo, Path], int], prog: str = "k8s") -> int:
+    """Phases 2-3 (a cluster with the runtime under test, its ClusterInfo saved into the
+    artifacts), then ``body(info, path)``, then the logs on failure and the tear-down (unless
+    ``--keep-cluster``). The setup's failures are SetupError (exit 3), the runtime failing the smoke
+    pod a product failure (exit 1)."""
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
     prov = get_provisioner(cfg)
     prov.check_prerequisites()
@@ -68,14 +88,7 @@ def run(cfg: Config) -> int:
         info = for_run(cfg, info, access)
         path = info.save(cfg.artifacts / "cluster.json")
         console.info(f"runtime under test: {info.runtime} (shim {info.shim_process}) on {', '.join(info.nodes)}")
-        if exp is None or info.runtime != cfg.runtime:
-            exp = expectations(cfg, info.runtime)
-        console.info(f"expected outcomes: {exp.label}")
-        if cfg.repeat > 1:
-            rc = scenarios.run_repeated(cfg, path, exp)
-        else:
-            with console.phase("Phase 4: scenario suite (tests/k8s)"):
-                rc = scenarios.run(cfg, path, exp=exp)
+        rc = body(info, path)
         return rc
     except SetupError:
         rc = EXIT_SETUP
@@ -96,7 +109,7 @@ def run(cfg: Config) -> int:
                     prov.down()
                 except CIError as e:
                     console.error(f"tear-down failed: {e}")
-        console.info(f"k8s: finished in {time.monotonic() - started:.1f}s")
+        console.info(f"{prog}: finished in {time.monotonic() - started:.1f}s")
 
 
 def for_run(cfg: Config, info: ClusterInfo, access=None) -> ClusterInfo:

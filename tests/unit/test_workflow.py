@@ -276,10 +276,14 @@ def test_small_kind_matrix_on_push_and_the_full_matrix_weekly_or_by_hand(wf):
     assert {e["nodes"] for e in include} == {1, 2}  # and the multi-node logic
     step = next(s for s in wf["jobs"]["k8s"]["steps"] if "nox -s k8s" in s.get("run", ""))
     assert step["env"]["REAPER_KIND_NODE_IMAGE"] == "${{ matrix.image }}" and step["env"]["REAPER_KIND_NODES"] == "${{ matrix.nodes }}"
-    job = wf["jobs"]["matrix"]
+    job = wf["jobs"]["weekly"]
     assert "schedule" in wf["on"] and job["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
     run = " ".join(s.get("run", "") for s in job["steps"])
-    assert 'nox -s matrix -- --runtime reaper --source "$REAPER_SOURCE"' in run and run.count("sudo") == 1
+    assert 'nox -s ${{ matrix.session }} -- --runtime reaper --source "$REAPER_SOURCE"' in run and run.count("sudo") == 1
+    # the weekly sessions: the full version matrix and the soak at its default duration (past one hour)
+    sessions = [e["session"] for e in job["strategy"]["matrix"]["include"]]
+    assert sessions == ["matrix", "soak"] and set(sessions) <= noxfile_sessions()
+    assert job["strategy"]["fail-fast"] is False and job["timeout-minutes"] >= 75 + 30
 
 
 def test_pull_requests_into_reaper_are_compared_against_their_merge_base(wf):
