@@ -36,6 +36,11 @@ def test_s10_exec_nonexistent(kube):
     failed_to_start = res.exit_code is None and res.status == "Failure" and "/nonexistent/binary" in res.message
     assert failed_with_code or failed_to_start, (
         f"exec of a missing binary must fail (non-zero exit, or a start error naming it): {res.describe()}")
+    # the user is told which binary is missing (runc: the exec's error names it), not just "exit 1"
+    told = " ".join(x or "" for x in (res.message, res.stderr, res.stdout))
+    assert "/nonexistent/binary" in told, (
+        f"exec of a missing binary failed without naming it (message, stderr and stdout say nothing of "
+        f"/nonexistent/binary): {res.describe()}")
     # the kubelet's status lags the node: the decisive facts are on the node (the same main process,
     # by pid) and in a second exec that must still work
     again = kube.exec(name, ["echo", "second exec works"])

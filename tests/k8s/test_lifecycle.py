@@ -18,6 +18,9 @@ def test_s01_echo_stdout(kube):
     assert lines == ["Hello from Reaper!"], f"log: expected exactly ['Hello from Reaper!'], got {lines!r}"
 
 
+START_FAILURES = ("StartError", "ContainerCannotRun")  # the kubelet's reasons for a container that never started
+
+
 def test_s02_exit_code(kube):
     name = kube.name("exit42")
     kube.create(kube.pod("exit42", sh("exit 42")))
@@ -36,9 +39,16 @@ def test_s03_command_not_found(kube):
     assert term is not None, f"Failed but no terminated container state: {podstate.describe(pod)}"
     code = term.get("exitCode")
     assert isinstance(code, int) and code != 0, f"exitCode: expected non-zero, got {code!r}: {podstate.describe(pod)}"
-    reason = (term.get("reason") or "").strip()
-    assert reason, f"no reason recorded for the failed start: {podstate.describe(pod)}"
-    print(f"spawn failure recorded as exitCode={code} reason={reason} message={term.get('message')!r}")
+    reason, message = (term.get("reason") or "").strip(), term.get("message") or ""
+    # what the kubelet records when the runtime refuses to start the process (runc: StartError, exit
+    # 128, "exec: \"/nonexistent/binary\": stat /nonexistent/binary: no such file or directory"): a
+    # start failure, not a program that ran and failed, and the user is told which binary is missing
+    assert reason in START_FAILURES, (
+        f"reason: expected a start failure ({' or '.join(START_FAILURES)}), got {reason or 'none'!r} with exit code "
+        f"{code}: the runtime reported a missing binary as a process that ran and failed: {podstate.describe(pod)}")
+    assert "/nonexistent/binary" in message, (
+        f"the container's message does not name the missing binary /nonexistent/binary: {message!r}")
+    print(f"spawn failure recorded as exitCode={code} reason={reason} message={message!r}")
 
 
 def test_s04_env_vars(kube):

@@ -2,36 +2,75 @@
 
 from __future__ import annotations
 
+import base64
 import re
+
+import pytest
 
 from k8s_suite import manifests as m
 from k8s_suite import podstate
+from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
+from k8s_suite.streams import WaitError
+
+
+def _follow_update(path: str, first: str, second: str) -> str:
+    """Print the mounted file (exit 1 at once when it cannot be read or is not ``first``), then read it
+    once a second until it holds ``second`` (print it, exit 0) or VOLUME_UPDATE seconds pass (print
+    what it still holds, exit 1)."""
+    return (f'v=$(cat {path}) || exit 1; echo "$v"; [ "$v" = {first} ] || exit 1; i=0; '
+            f'while [ "$v" != {second} ] && [ $i -lt {T.VOLUME_UPDATE} ]; do sleep 1; i=$((i+1)); v=$(cat {path}); done; '
+            f'if [ "$v" = {second} ]; then echo "$v"; else echo "still: $v"; exit 1; fi')
+
+
+def _update_reaches_the_pod(kube, name: str, what: str, first: str, second: str, update) -> None:
+    """The pod printed the volume's first value; ``update()`` changes the object; the pod must see
+    the new value in the mounted file (the kubelet swaps the volume's ``..data`` link: a runtime that
+    copied the files, or bound a file rather than the folder, shows the old value for ever)."""
+    try:
+        kube.wait_running(name)
+        kube.follow_logs(name, timeout=T.VOLUME_UPDATE + 30).wait_for_line(first, T.POD_START)
+    except (AssertionError, WaitError) as e:
+        pytest.fail(f"the {what}'s mounted file did not hold {first!r} at the start: the pod printed "
+                    f"{kube.log_lines(name)!r} ({str(e).splitlines()[0][:200]})", pytrace=False)
+    update()
+    kube.wait_exited(name, timeout=T.VOLUME_UPDATE + 30, require_zero=False)
+    lines = kube.log_lines(name)
+    assert lines[-2:] == [first, second], (
+        f"the update of the {what} did not reach the pod's mounted file within {T.VOLUME_UPDATE}s: the pod printed "
+        f"{lines!r}, expected {first!r} then {second!r}")
 
 
 def test_s17_configmap_volume(kube):
     marker = f"configmap-volume-works-{kube.token}"
+    first, second = f"first-{kube.token}", f"updated-{kube.token}"
     cm = kube.name("scripts")
-    kube.create_configmap(m.configmap(cm, {"hello.sh": f"#!/bin/sh\necho {marker}\n"}, token=kube.token, sid=kube.sid))
+    kube.create_configmap(m.configmap(cm, {"hello.sh": f"#!/bin/sh\necho {marker}\n", "value": first},
+                                      token=kube.token, sid=kube.sid))
     name = kube.name("cm")
-    # executed from the mount: needs defaultMode 0755 (exec bit) and a working mount
-    kube.create(kube.pod("cm", ["/scripts/hello.sh"], volumes=[m.configmap_volume("scripts", cm, mode=0o755)],
-                         mounts=[m.mount("scripts", "/scripts")]))
-    kube.wait_exited(name)
+    # executed from the mount: needs defaultMode 0755 (exec bit) and a working mount; then the
+    # ConfigMap's update must reach the mounted file
+    kube.create(kube.pod("cm", sh(f"/scripts/hello.sh && {_follow_update('/scripts/value', first, second)}"),
+                         volumes=[m.configmap_volume("scripts", cm, mode=0o755)], mounts=[m.mount("scripts", "/scripts")]))
+    patch = lambda: kube.ctx.core.patch_namespaced_config_map(cm, kube.ns, {"data": {"value": second}})  # noqa: E731
+    _update_reaches_the_pod(kube, name, f"ConfigMap {cm}", first, second, patch)
     lines = kube.log_lines(name)
-    assert lines == [marker], f"expected [{marker!r}] from the mounted script, got {lines!r}"
+    assert lines[:1] == [marker], f"expected {marker!r} first, from the mounted script, got {lines!r}"
 
 
 def test_s18_secret_volume(kube):
     user, password = f"reaper-user-{kube.token}", f"secret-volume-works-{kube.token}"
+    rotated = f"rotated-{kube.token}"
     sec = kube.name("creds")
     kube.create_secret(m.secret(sec, {"username": user, "password": password}, token=kube.token, sid=kube.sid))
     name = kube.name("secret")
-    kube.create(kube.pod("secret", sh("cat /creds/username; echo; cat /creds/password; echo"),
+    kube.create(kube.pod("secret", sh(f"cat /creds/username; echo; {_follow_update('/creds/password', password, rotated)}"),
                          volumes=[m.secret_volume("creds", sec)], mounts=[m.mount("creds", "/creds", read_only=True)]))
-    kube.wait_exited(name)
+    data = {"password": base64.b64encode(rotated.encode()).decode()}
+    patch = lambda: kube.ctx.core.patch_namespaced_secret(sec, kube.ns, {"data": data})  # noqa: E731
+    _update_reaches_the_pod(kube, name, f"Secret {sec}", password, rotated, patch)
     lines = kube.log_lines(name)
-    assert lines == [user, password], f"expected [{user!r}, {password!r}], got {lines!r}"
+    assert lines[:1] == [user], f"expected {user!r} first, from the mounted Secret, got {lines!r}"
 
 
 def _emptydir_pod(kube, what: str, marker: str, *, expect_empty: bool = False):

@@ -11,6 +11,7 @@ POD_FINISH = 120  # created -> Succeeded/Failed for short commands
 POD_DELETE = 90  # delete requested -> object gone
 POD_TERMINATE = 60  # delete requested -> container terminated (status still readable)
 EXEC = 60  # one exec round trip
+VOLUME_UPDATE = 120  # a ConfigMap/Secret update reaches a mounted volume (kubelet sync period + its cache)
 LOG_REQUEST = 30  # one log read
 NODE_PROCESS = 30  # processes appear on / vanish from the node
 NODE_COMMAND = 30  # one command run on the node
