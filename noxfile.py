@@ -69,6 +69,12 @@ def bisect(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False, tags=["cluster"])
+def conformance(session: nox.Session) -> None:
+    """Kubernetes' own NodeConformance e2e specs, every pod on the handler under test; vs tests/conformance/expected-<runtime>.yaml."""
+    _ci(session, "conformance")
+
+
+@nox.session(python=PYTHON, default=False, tags=["cluster"])
 def soak(session: nox.Session) -> None:
     """Long-lived pods on the runtime under test for --duration (default 75m): restarts, gaps, exec, processes."""
     _ci(session, "soak")

@@ -20,6 +20,7 @@ COMMANDS = {
     "critest": ("ci.phases.critest", "critest (cri-tools) against the local cluster's handler, vs tests/critest/expected-*.yaml"),
     "compare": ("ci.phases.compare", "two commits of the workspace through the suite: regressions, fixes, flaky"),
     "bisect": ("ci.phases.bisect", "git bisect over the workspace's commits with the selected scenarios as the test"),
+    "conformance": ("ci.phases.conformance", "Kubernetes' NodeConformance e2e specs on the handler, vs tests/conformance/expected-*.yaml"),
     "soak": ("ci.phases.soak", "long-lived pods on the runtime under test for --duration (default 75m)"),
     "matrix": ("ci.phases.matrix", "Phases 2-4 on a fresh local cluster per containerd x Kubernetes version"),
 }

@@ -165,7 +165,7 @@ def parse_junit(path: Path) -> dict[str, str]:
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as e:
-        raise SetupError(f"critest's JUnit {path} cannot be read: {e}") from None
+        raise SetupError(f"the JUnit report {path} cannot be read: {e}") from None
     results: dict[str, str] = {}
     for case in root.iter("testcase"):
         name = case.get("name", "").strip()
@@ -195,21 +195,21 @@ class Entry:
             return False
 
 
-def load_expected(path: Path) -> list[Entry]:
-    """``tests/critest/expected-<runtime>.yaml``: a list of {spec, reason}; every reason is required."""
+def load_expected(path: Path, tool: str = "critest") -> list[Entry]:
+    """``tests/<tool>/expected-<runtime>.yaml``: a list of {spec, reason}; every reason is required."""
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
-        raise UsageError(f"critest: expected-failure list {path}: {e.strerror or e}") from None
+        raise UsageError(f"{tool}: expected-failure list {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise UsageError(f"critest: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"{tool}: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if doc is None:
         return []
     if not isinstance(doc, list):
-        raise UsageError(f"critest: {path}: expected a list of {{spec, reason}} entries (or [])")
+        raise UsageError(f"{tool}: {path}: expected a list of {{spec, reason}} entries (or [])")
     out = []
     for i, item in enumerate(doc, 1):
-        where = f"critest: {path}: entry {i}"
+        where = f"{tool}: {path}: entry {i}"
         if not isinstance(item, dict) or set(item) - {"spec", "reason"}:
             raise UsageError(f"{where}: must be a mapping with only `spec` and `reason`, got {item!r}"[:300])
         spec, reason = item.get("spec"), item.get("reason")
@@ -261,7 +261,7 @@ def judge(results: dict[str, str], expected: list[Entry]) -> Verdict:
     return v
 
 
-def table(v: Verdict) -> str:
+def table(v: Verdict, tool: str = "critest") -> str:
     """A console summary: each spec that matters for the verdict, then the counts."""
     rows = [(n, "failed (unexpected)", "not on the expected-failure list") for n in v.unexpected_failures]
     rows += [(n, "now-passing", f"listed as {e[:60]!r}: remove it from the list") for n, e in v.now_passing]
@@ -272,4 +272,4 @@ def table(v: Verdict) -> str:
               f"{len(v.unexpected_failures)} unexpected failure(s), {len(v.now_passing)} now passing, "
               f"{len(v.not_run)} listed not run")
     status = "OK" if v.ok else ("FAILED: no spec ran" if v.ran == 0 else "FAILED")
-    return "\n".join([*lines, counts, f"critest verdict: {status}"])
+    return "\n".join([*lines, counts, f"{tool} verdict: {status}"])

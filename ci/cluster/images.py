@@ -62,7 +62,8 @@ class Layer:
 
 
 def docker_archive(out: Path, ref: str, layer: Layer, *, entrypoint: Sequence[str] | None = None,
-                   cmd: Sequence[str] | None = None, env: Sequence[str] = (PATH_ENV,), arch: str | None = None) -> Path:
+                   cmd: Sequence[str] | None = None, env: Sequence[str] = (PATH_ENV,), arch: str | None = None,
+                   user: str | None = None) -> Path:
     """Write a ``docker save``-style archive of a one-layer image tagged ``ref``; returns ``out``."""
     layer_tar = layer.tar_bytes()
     diff_id = hashlib.sha256(layer_tar).hexdigest()
@@ -77,6 +78,8 @@ def docker_archive(out: Path, ref: str, layer: Layer, *, entrypoint: Sequence[st
         config["config"]["Entrypoint"] = list(entrypoint)
     if cmd is not None:
         config["config"]["Cmd"] = list(cmd)
+    if user is not None:
+        config["config"]["User"] = user
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{diff_id}/layer.tar"]}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from ci.cluster import runtime as rt
 from ci.config import REPO_ROOT, Config
@@ -87,7 +88,20 @@ def render_config(cfg: Config, runtime: str) -> str:
         "  - |-",
         *(f"    {ln}" for ln in handler_entry(cfg, runtime).rstrip("\n").splitlines()),
     ]
+    api = admission_policy_api(cfg.kind_node_image)
+    if api:  # nox -s conformance puts e2e's pods on the handler with a MutatingAdmissionPolicy
+        lines += ["featureGates:", "  MutatingAdmissionPolicy: true", "runtimeConfig:", f'  "admissionregistration.k8s.io/{api}": "true"']
     return "\n".join(lines) + "\n"
+
+
+def admission_policy_api(node_image: str) -> str | None:
+    """The MutatingAdmissionPolicy API version the node image's Kubernetes has (v1alpha1 in 1.32-1.33,
+    v1beta1 from 1.34), None before 1.32 (the feature gate does not exist there: naming it would
+    stop the apiserver)."""
+    m = re.search(r":v1\.(\d+)\.\d+", node_image)
+    if not m or int(m.group(1)) < 32:
+        return None
+    return "v1alpha1" if int(m.group(1)) < 34 else "v1beta1"
 
 
 def reaper_node_env(cfg: Config) -> dict[str, str]:

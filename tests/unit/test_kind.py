@@ -45,6 +45,16 @@ def test_rendered_config_has_the_reaper_handler_entry(tmp_path):
                                       "pod_annotations": ["reaper.runtime/*"]}}
 
 
+def test_kind_apiserver_serves_mutating_admission_policies_where_kubernetes_has_them(tmp_path):
+    from ci.cluster.kind_config import admission_policy_api
+
+    doc = yaml.safe_load(render_config(_cfg(tmp_path), "reaper"))  # default node image: v1.33
+    assert doc["featureGates"] == {"MutatingAdmissionPolicy": True}
+    assert doc["runtimeConfig"] == {"admissionregistration.k8s.io/v1alpha1": "true"}
+    assert admission_policy_api("kindest/node:v1.30.13@sha256:abc") is None  # no such gate: the apiserver would not start
+    assert admission_policy_api("kindest/node:v1.34.0") == "v1beta1"
+
+
 def test_committed_kind_config_is_the_default_rendering(tmp_path):
     committed = yaml.safe_load(kind_mod.KIND_CONFIG_FILE.read_text())
     assert committed == yaml.safe_load(render_config(_cfg(tmp_path), "reaper"))

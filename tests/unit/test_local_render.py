@@ -130,6 +130,17 @@ def test_apiserver_flags():
     assert flags["--service-cluster-ip-range"] == "10.0.0.0/24"
     assert flags["--kubelet-client-certificate"].endswith("apiserver-kubelet-client.crt")
     assert flags["--etcd-servers"] == f"http://127.0.0.1:{local.ETCD_CLIENT_PORT}"
+    assert "--feature-gates" not in flags  # no version given: no admission policy API
+
+
+def test_apiserver_serves_mutating_admission_policies_where_the_version_has_them():
+    def flags(version):
+        return dict(a.split("=", 1) for a in local.apiserver_argv(Path("/bin"), LAY, "192.0.2.2", version)[1:])
+
+    assert flags("v1.33.13")["--feature-gates"] == "MutatingAdmissionPolicy=true"
+    assert flags("v1.33.13")["--runtime-config"] == "admissionregistration.k8s.io/v1alpha1=true"
+    assert flags("v1.35.8")["--runtime-config"] == "admissionregistration.k8s.io/v1beta1=true"
+    assert "--feature-gates" not in flags("v1.31.4")
 
 
 def test_controller_manager_and_scheduler_flags():

@@ -147,7 +147,7 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         self._import_images(k8s_bin)
 
         # control plane
-        self._start("kube-apiserver", apiserver_argv(k8s_bin, lay, self.node_ip))
+        self._start("kube-apiserver", apiserver_argv(k8s_bin, lay, self.node_ip, self.cfg.k8s_version))
         self._wait("kube-apiserver /readyz", self.api.readyz, Timeouts.APISERVER, watch=("etcd", "kube-apiserver"))
         self.api.apply_runtime_class(cfg.runtime_class)
         self._start("kube-controller-manager", controller_manager_argv(k8s_bin, lay))

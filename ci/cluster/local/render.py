@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ci.cluster import runtime as rt
@@ -211,7 +212,18 @@ def etcd_argv(k8s_bin: Path, lay: Layout) -> list[str]:
     ]
 
 
-def apiserver_argv(k8s_bin: Path, lay: Layout, node_ip: str) -> list[str]:
+def admission_policy_flags(k8s_version: str) -> list[str]:
+    """MutatingAdmissionPolicy on (``nox -s conformance`` sets every e2e pod's RuntimeClass with
+    one): alpha (v1alpha1) in Kubernetes 1.32-1.33, beta (v1beta1, still off by default) from 1.34."""
+    m = re.fullmatch(r"v1\.(\d+)\.\d+", k8s_version)
+    minor = int(m.group(1)) if m else 0
+    if minor < 32:
+        return []
+    api = "v1alpha1" if minor < 34 else "v1beta1"
+    return ["--feature-gates=MutatingAdmissionPolicy=true", f"--runtime-config=admissionregistration.k8s.io/{api}=true"]
+
+
+def apiserver_argv(k8s_bin: Path, lay: Layout, node_ip: str, k8s_version: str = "") -> list[str]:
     p = lay.pki
     return [
         str(k8s_bin / "kube-apiserver"),
@@ -236,6 +248,7 @@ def apiserver_argv(k8s_bin: Path, lay: Layout, node_ip: str) -> list[str]:
         "--kubelet-preferred-address-types=InternalIP",
         f"--cert-dir={lay.state / 'apiserver-certs'}",
         "--profiling=false",
+        *admission_policy_flags(k8s_version),
         "--v=1",
     ]
 
