@@ -10,6 +10,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
+from ci.cluster.verify import _message
 from ci.errors import SetupError
 
 REQUEST = 15  # seconds per API request
@@ -86,9 +87,3 @@ class SoakApi:
     def _json(resp) -> dict:
         return json.loads(resp.data)
 
-
-def _message(e: ApiException) -> str:
-    try:
-        return json.loads(e.body).get("message", "")[:300]
-    except (TypeError, ValueError):
-        return str(e.reason)

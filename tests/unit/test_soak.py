@@ -205,3 +205,24 @@ def test_a_hostlog_that_never_reaches_the_node_is_named():
                       "/var/tmp/reaper-ci-soak/abc123/count.log holds 0: the pod's writes to the hostPath volume do "
                       "not reach the node")
     assert 30 < f.at <= 45 and list(s.failures) == ["hostlog"]
+
+
+def test_report_names_each_failure_with_its_log_lines(tmp_path, capsys):
+    from ci.cluster.base import ClusterInfo
+    from ci.phases import soak as phase
+    from ci.soak.watch import Failure
+
+    s, _ = _soak()
+    s.state.counters = {"counter": 3600, "probe": 3600}
+    s.failures["counter"] = Failure(3601.0, datetime(2026, 12, 4, 10, 17, 1, tzinfo=timezone.utc),
+                                    "counter: ended at 10:17:01Z: the container ended with exit code 1 (Error) after 3601s")
+    lines = {"counter": {"reaper-shim": ["2026-12-04T10:17:01Z  WARN wait() polling timeout after 1h for container c1"]}}
+    info = ClusterInfo("local", "c", "/kc", "reaper", "reaper-v2", "s", ("n1",), "img", "local", source_commit="d8d19feff4e6aa")
+    cfg = config.parse(["--duration", "75m", "--artifacts", str(tmp_path)])
+    assert phase.report(cfg, info, s, lines) == 1
+    out = capsys.readouterr().out
+    assert "counter   failed at 60m01s" in out and "WARN wait() polling timeout after 1h" in out
+    data = __import__("json").loads((tmp_path / "soak.json").read_text())
+    assert not data["passed"] and data["failures"]["counter"]["at"] == 3601.0
+    xml = (tmp_path / "soak.xml").read_text()
+    assert xml.count("<testcase") == 3 and xml.count("<failure") == 1
