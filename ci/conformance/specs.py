@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-FOCUS = r"\[sig-node\].*\[NodeConformance\]"
+LABELS = "sig-node && NodeConformance"  # ginkgo labels e2e gives its specs (--label-filter)
 SKIP_TAGS = r"\[Serial\]|\[Disruptive\]|\[Slow\]|\[Flaky\]|\[Feature:[^\]]+\]"
 
 # spec (regex over the spec text) -> why it cannot run here, on any runtime

@@ -58,7 +58,8 @@ def expected_path(runtime: str, commit: str | None) -> Path:
 def ginkgo_argv(built: e2e_build.Built, info: ClusterInfo, out: Path, parallel: int, isolating: bool,
                 focus: str | None) -> list[str]:
     return [str(built["ginkgo"]), f"--procs={parallel}", "--no-color", f"--timeout={SUITE_TIMEOUT}",
-            f"--focus={specs.FOCUS}", *([f"--focus={focus}"] if focus else []), f"--skip={specs.skip_regex(isolating)}",
+            f"--label-filter={specs.LABELS}", *([f"--focus={focus}"] if focus else []),  # --focus narrows (labels AND focus)
+            f"--skip={specs.skip_regex(isolating)}",
             f"--output-dir={out}", "--junit-report=junit.xml", "--silence-skips",
             str(built["e2e.test"]), "--", f"--kubeconfig={info.kubeconfig}", "--provider=skeleton",
             *([f"--context={info.context}"] if info.context else []), f"--report-dir={out}", "--allowed-not-ready-nodes=0"]

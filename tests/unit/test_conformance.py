@@ -104,7 +104,10 @@ def test_options_and_ginkgo_command_line(tmp_path):
     argv = conformance.ginkgo_argv(build.Built(tmp_path, None), info, tmp_path / "out", 4, False, None)
     sep = argv.index("--")
     assert argv[0] == str(tmp_path / "ginkgo") and "--procs=4" in argv and argv[sep - 1] == str(tmp_path / "e2e.test")
-    assert f"--focus={specs.FOCUS}" in argv[:sep] and any("PrivilegedPod" in a for a in argv[:sep] if a.startswith("--skip="))
+    assert "--label-filter=sig-node && NodeConformance" in argv[:sep] and not any(a.startswith("--focus") for a in argv)
+    assert any("PrivilegedPod" in a for a in argv[:sep] if a.startswith("--skip="))
+    narrowed = conformance.ginkgo_argv(build.Built(tmp_path, None), info, tmp_path / "out", 4, False, "Lifecycle Hook")
+    assert "--focus=Lifecycle Hook" in narrowed  # one focus: it narrows the labelled specs, never widens them
     assert "--kubeconfig=/kc" in argv[sep:] and "--provider=skeleton" in argv[sep:]
 
 
