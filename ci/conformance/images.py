@@ -62,9 +62,12 @@ def archives(refs: dict[str, Image], agnhost: Path, pause: Path, out: Path, arch
 
 def _with_agnhost(base: images.Layer, agnhost: Path, tls: dict[str, bytes] | None) -> images.Layer:
     """Upstream's agnhost image: the binary at /agnhost (and /agnhost-2), its TLS pair at /, /uploads,
-    and the user and group its Dockerfile adds (uid 1000, gid 50000)."""
+    the user and group its Dockerfile adds (uid 1000, gid 50000), and a ``curl`` for plain GETs."""
     files = dict(base.files)
     files["/agnhost"] = (agnhost.read_bytes(), 0o755)
+    # upstream's agnhost image is Alpine with curl; the specs' exec hooks run `curl http://IP:8080/...`
+    # (a plain GET): busybox's wget does that
+    files["/usr/bin/curl"] = (b'#!/bin/sh\nexec wget -q -O - "$@"\n', 0o755)
     for name, data in (tls or {}).items():
         files[f"/{name}"] = (data, 0o644)
     passwd, _ = files["/etc/passwd"]

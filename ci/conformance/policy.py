@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from ci.errors import SetupError
 from ci.tools import Runner, ShRunner
 
 NAME = "reaper-ci-e2e-runtime-class"
 NAMESPACE_LABEL = "e2e-framework"  # every namespace e2e's framework creates carries it
+PROBE_NAMESPACE = "reaper-ci-e2e-policy-probe"  # labelled like e2e's: where the policy is proven active
+ACTIVE_TIMEOUT = 60  # seconds for the apiserver to start applying a new policy (its informers sync)
 
 
 def api_version(k8s_version: str) -> str:
@@ -63,6 +66,32 @@ class Policy:
                              f"installed ({api_version(k8s_version)}: the apiserver needs --feature-gates="
                              f"MutatingAdmissionPolicy=true and --runtime-config for it): {why[-1] if why else 'no answer'}")
 
+    def wait_active(self, runtime_class: str, sleep=time.sleep, clock=time.monotonic) -> float:
+        """Seconds until a pod created (server-side dry run: admitted, never stored) in a namespace
+        labelled like e2e's comes back with ``runtime_class``: a new policy applies only once the
+        apiserver has seen it, and e2e's first pods must not slip through before."""
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PROBE_NAMESPACE, "labels": {NAMESPACE_LABEL: "probe"}}}
+        self.runner([*self.base, "apply", "-f", "-"], check=False, input=json.dumps(ns), stderr=False, timeout=60)
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": PROBE_NAMESPACE},
+               "spec": {"containers": [{"name": "c", "image": "probe"}]}}
+        began = clock()
+        last = "no answer"
+        while clock() - began < ACTIVE_TIMEOUT:
+            r = self.runner([*self.base, "create", "--dry-run=server", "-o", "json", "-f", "-"], check=False,
+                            input=json.dumps(pod), stderr=False, timeout=60)
+            try:
+                got = json.loads(r.stdout).get("spec", {}).get("runtimeClassName") if r.returncode == 0 else None
+            except ValueError:
+                got = None
+            if got == runtime_class:
+                return clock() - began
+            last = f"runtimeClassName {got!r}" if r.returncode == 0 else (r.stderr or r.stdout).strip()[-200:]
+            sleep(0.5)
+        raise SetupError(f"the MutatingAdmissionPolicy was installed but pods in e2e's namespaces still do not get "
+                         f"RuntimeClass {runtime_class} after {ACTIVE_TIMEOUT}s ({last})")
+
     def remove(self) -> None:
+        self.runner([*self.base, "delete", "namespace", PROBE_NAMESPACE, "--ignore-not-found", "--wait=false"],
+                    check=False, stderr=False, timeout=60)
         for kind in ("mutatingadmissionpolicybinding", "mutatingadmissionpolicy"):
             self.runner([*self.base, "delete", kind, NAME, "--ignore-not-found"], check=False, stderr=False, timeout=60)

@@ -89,6 +89,8 @@ def run(cfg: Config, parallel: int, focus: str | None) -> int:
         console.info(f"e2e images imported: {', '.join(refs[k].ref for k in tars)}")
         pol = e2e_policy.Policy(info.kubeconfig, info.context)
         pol.install(info.runtime_class, cfg.k8s_version)
+        console.info(f"admission policy active after {pol.wait_active(info.runtime_class):.1f}s: e2e's pods get "
+                     f"RuntimeClass {info.runtime_class}")
         watcher = Watcher(info, node).start()
         isolating = info.runtime != "reaper"
         began = time.monotonic()

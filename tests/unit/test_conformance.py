@@ -115,3 +115,25 @@ def test_the_suite_file_is_shipped_and_registers_e2e_flags():
     text = build.SUITE.read_text()
     assert 'k8s.io/kubernetes/test/e2e/common/node"' in text and "framework.RegisterClusterFlags" in text
     assert Path(build.SUITE).name.endswith(".txt")  # not compiled as part of anything here
+
+
+def test_the_policy_is_proven_active_before_e2e_starts():
+    from ci.tools import Result
+
+    answers = iter(['{"spec": {}}', '{"spec": {}}', '{"spec": {"runtimeClassName": "reaper-v2"}}'])
+
+    class Runner(FakeRunner):
+        def __call__(self, argv, check=False, input=None, stderr=True, timeout=None):
+            self.calls.append((argv, input))
+            return Result(0, next(answers) if "--dry-run=server" in argv else "")
+
+    now = [0.0]
+    r = Runner()
+    took = policy.Policy("/k", None, r).wait_active("reaper-v2", sleep=lambda s: now.__setitem__(0, now[0] + s),
+                                                     clock=lambda: now[0])
+    assert took == 1.0 and sum("--dry-run=server" in a for a, _ in r.calls) == 3
+    assert '"e2e-framework": "probe"' in r.calls[0][1]  # the probe's namespace is labelled like e2e's
+    answers = iter(['{"spec": {}}'] * 1000)
+    with pytest.raises(SetupError, match="still do not get RuntimeClass reaper-v2 after 60s"):
+        policy.Policy("/k", None, Runner()).wait_active("reaper-v2", sleep=lambda s: now.__setitem__(0, now[0] + s),
+                                                        clock=lambda: now[0])
