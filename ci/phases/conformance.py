@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ci import config as config_mod
-from ci import console, critest, tools
+from ci import console, critest, expect, tools
 from ci.cluster import images as cluster_images
 from ci.cluster.base import ClusterInfo
 from ci.conformance import build as e2e_build, images as e2e_images, policy as e2e_policy, specs
@@ -50,9 +50,9 @@ def options(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str | Non
     return int(raw), ns.focus, rest
 
 
-def expected_path(runtime: str, commit: str | None) -> Path:
-    pinned = EXPECTED_DIR / f"expected-{runtime}-{commit[:7]}.yaml" if commit else None
-    return pinned if pinned is not None and pinned.is_file() else EXPECTED_DIR / f"expected-{runtime}.yaml"
+def expected_path(runtime: str, commit: str | None) -> Path | None:
+    """The project's list for the runtime and commit (the gate's rule: :func:`ci.expect.default_path`)."""
+    return expect.default_path(runtime, commit, EXPECTED_DIR)
 
 
 def ginkgo_argv(built: e2e_build.Built, info: ClusterInfo, out: Path, parallel: int, isolating: bool,
@@ -72,7 +72,7 @@ def run(cfg: Config, parallel: int, focus: str | None) -> int:
     if not tools.which("kubectl"):
         raise UsageError("conformance: `kubectl` not found on PATH (it installs the admission policy)")
     expected_file = expected_path(cfg.runtime, source_commit(cfg.source) if cfg.runtime == "reaper" else None)
-    expected = critest.load_expected(expected_file, tool="conformance") if expected_file.is_file() else []
+    expected = critest.load_expected(expected_file, tool="conformance") if expected_file else []
     out = cfg.artifacts / "conformance"
     out.mkdir(parents=True, exist_ok=True)
     built = e2e_build.build(cfg.cache_dir, cfg.k8s_version, out / "build.log")
@@ -120,7 +120,7 @@ def report(cfg, info, out: Path, expected, expected_file: Path, records, isolati
     on_handler, proof = records.verdict(info.runtime_class, info.runtime_type or "?")
     lines = [f"e2e NodeConformance on {info.runtime}{' @ ' + info.source_commit[:12] if info.source_commit else ''}: "
              f"{verdict.ran} ran, {verdict.passed} passed, {verdict.failed} failed, {len(reasons)} skipped by this "
-             f"pipeline with a reason, in {seconds / 60:.1f} min (expected list: {expected_file.name})",
+             f"pipeline with a reason, in {seconds / 60:.1f} min (expected list: {expected_file.name if expected_file else 'none'})",
              critest.table(verdict, tool="conformance"), f"on the handler: {'yes' if on_handler else 'NO'}: {proof}"]
     lines += [f"skipped: {n} -- {r}" for n, r in sorted(reasons.items())]
     text = "\n".join(lines)

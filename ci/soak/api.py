@@ -3,23 +3,23 @@ namespace and workloads, list and watch their pods, read logs and events, exec, 
 
 from __future__ import annotations
 
-import json
 from typing import Iterator
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from ci.cluster.verify import _message
+from ci.cluster.verify import Verifier, _message, _read
 from ci.errors import SetupError
 
 REQUEST = 15  # seconds per API request
 
 
-class SoakApi:
+class SoakApi(Verifier):
+    """:class:`ci.cluster.verify.Verifier` (the client, ``delete_namespace``) plus the Deployment API."""
+
     def __init__(self, kubeconfig: str, context: str | None = None):
-        self.api = config.new_client_from_config(config_file=str(kubeconfig), context=context, persist_config=False)
-        self.core = client.CoreV1Api(self.api)
+        super().__init__(kubeconfig, context)
         self.apps = client.AppsV1Api(self.api)
 
     def create(self, manifest: dict) -> None:
@@ -35,20 +35,13 @@ class SoakApi:
             raise SetupError(f"creating {kind} {manifest['metadata']['name']}: HTTP {e.status} {_message(e)}") from None
 
     def namespaces(self, selector: str) -> list[str]:
-        items = self._json(self.core.list_namespace(label_selector=selector, _preload_content=False,
+        items = _read(self.core.list_namespace(label_selector=selector, _preload_content=False,
                                                     _request_timeout=REQUEST))["items"]
         return [n["metadata"]["name"] for n in items if not n["metadata"].get("deletionTimestamp")]
 
-    def delete_namespace(self, name: str) -> None:
-        try:
-            self.core.delete_namespace(name, grace_period_seconds=0, _request_timeout=REQUEST)
-        except ApiException as e:
-            if e.status != 404:
-                raise SetupError(f"deleting namespace {name}: HTTP {e.status} {_message(e)}") from None
-
     def pods(self, ns: str) -> tuple[list[dict], str]:
         """The namespace's pods and the list's resourceVersion (where a watch starts)."""
-        data = self._json(self.core.list_namespaced_pod(ns, _preload_content=False, _request_timeout=REQUEST))
+        data = _read(self.core.list_namespaced_pod(ns, _preload_content=False, _request_timeout=REQUEST))
         return data["items"], data["metadata"].get("resourceVersion", "")
 
     def watch_pods(self, ns: str, since: str, timeout: float) -> Iterator[dict]:
@@ -69,8 +62,8 @@ class SoakApi:
         return self.core.read_namespaced_pod_log(pod, ns, container=container, _preload_content=False,
                                                  _request_timeout=REQUEST).data.decode(errors="replace")
 
-    def events(self, ns: str) -> list[dict]:
-        return self._json(self.core.list_namespaced_event(ns, _preload_content=False, _request_timeout=REQUEST))["items"]
+    def namespace_events(self, ns: str) -> list[dict]:
+        return _read(self.core.list_namespaced_event(ns, _preload_content=False, _request_timeout=REQUEST))["items"]
 
     def exec(self, ns: str, pod: str, container: str, argv: list[str], timeout: float = 30) -> tuple[int | None, str]:
         """``argv`` in the container: its exit status (None: unknown) and its stdout + stderr."""
@@ -82,8 +75,3 @@ class SoakApi:
             return resp.returncode, out
         finally:
             resp.close()
-
-    @staticmethod
-    def _json(resp) -> dict:
-        return json.loads(resp.data)
-

@@ -165,7 +165,7 @@ class Soak:
             elif now - self.state.advanced[name] > STALL:
                 self._fail(name, self._stalled(name, last, now - self.state.advanced[name]))
         by_pod = {v: k for k, v in self.state.pod_names.items()}
-        for e in self.api.events(self.run.namespace):
+        for e in self.api.namespace_events(self.run.namespace):
             name = by_pod.get(e.get("involvedObject", {}).get("name", ""))
             if e.get("reason") in PROBLEM_EVENTS and name in self.standing():
                 moment = checks.parse_time(e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp"))

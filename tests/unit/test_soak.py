@@ -143,7 +143,7 @@ class FakeApi:
     def log(self, ns, pod, container):
         return self.count()
 
-    def events(self, ns):
+    def namespace_events(self, ns):
         return []
 
     def exec(self, ns, pod, container, argv, timeout=30):
