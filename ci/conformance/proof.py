@@ -1,6 +1,7 @@
 """Proof that every e2e pod ran on the handler under test, from two records kept while e2e runs:
 the API's (each pod's ``runtimeClassName`` in e2e's namespaces) and containerd's (each container's
-runtime type, and the pod it belongs to, from ``ctr containers info``)."""
+runtime type, and the pod it belongs to, from ``ctr containers info``). The API's record also keeps
+which pods started a workload of the pause image (:mod:`ci.conformance.unjudged`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,21 @@ POLL = 3.0  # seconds between looks (e2e's pods live seconds to minutes)
 class Records:
     pods: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # uid -> (ns/name, runtimeClassName)
     containers: dict[str, tuple[str, str]] = field(default_factory=dict)  # container id -> (pod uid, runtime type)
+    pause_pods: dict[str, set[str]] = field(default_factory=dict)  # namespace -> pods that started a pause workload
     errors: list[str] = field(default_factory=list)
+
+    def see(self, ns: str, pod: dict, pause_ref: str | None) -> None:
+        """One look at an e2e pod: its RuntimeClass (first look) and whether a workload container of
+        the pause image has been created in the runtime (a container id in its status)."""
+        m, spec = pod["metadata"], pod.get("spec") or {}
+        self.pods.setdefault(m["uid"], (f"{ns}/{m['name']}", spec.get("runtimeClassName")))
+        if not pause_ref:
+            return
+        images = {c["name"]: c.get("image") for key in ("containers", "initContainers") for c in spec.get(key) or []}
+        status = pod.get("status") or {}
+        for st in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+            if st.get("containerID") and pause_ref in (images.get(st.get("name")), st.get("image")):
+                self.pause_pods.setdefault(ns, set()).add(m["name"])
 
     def verdict(self, runtime_class: str, runtime_type: str) -> tuple[bool, str]:
         """(all on the handler, one line): every e2e pod seen names the RuntimeClass (or one of its
@@ -40,8 +55,8 @@ class Records:
 class Watcher:
     """Polls both records in a thread until :meth:`stop`."""
 
-    def __init__(self, info: ClusterInfo, node: NodeAccess):
-        self.info, self.node = info, node
+    def __init__(self, info: ClusterInfo, node: NodeAccess, pause_ref: str | None = None):
+        self.info, self.node, self.pause_ref = info, node, pause_ref
         self.api = Verifier(info.kubeconfig, info.context)
         self.records = Records()
         self._stop = threading.Event()
@@ -76,8 +91,7 @@ class Watcher:
         for ns in spaces.get("items", []):
             name = ns["metadata"]["name"]
             for p in _read(core.list_namespaced_pod(name, _preload_content=False, _request_timeout=10)).get("items", []):
-                m = p["metadata"]
-                self.records.pods.setdefault(m["uid"], (f"{name}/{m['name']}", p["spec"].get("runtimeClassName")))
+                self.records.see(name, p, self.pause_ref)
 
     def _containers(self, node: str) -> None:
         ctr = [self.info.ctr, "--address", self.info.containerd_address, "-n", "k8s.io", "containers"]

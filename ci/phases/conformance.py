@@ -22,7 +22,7 @@ from ci import config as config_mod
 from ci import console, critest, expect, tools
 from ci.cluster import images as cluster_images
 from ci.cluster.base import ClusterInfo
-from ci.conformance import build as e2e_build, images as e2e_images, policy as e2e_policy, specs
+from ci.conformance import build as e2e_build, images as e2e_images, policy as e2e_policy, specs, unjudged
 from ci.conformance.proof import Watcher
 from ci.config import Config
 from ci.contract import EXIT_OK, EXIT_PRODUCT_FAILURE
@@ -91,7 +91,7 @@ def run(cfg: Config, parallel: int, focus: str | None) -> int:
         pol.install(info.runtime_class, cfg.k8s_version)
         console.info(f"admission policy active after {pol.wait_active(info.runtime_class):.1f}s: e2e's pods get "
                      f"RuntimeClass {info.runtime_class}")
-        watcher = Watcher(info, node).start()
+        watcher = Watcher(info, node, pause_ref=refs["Pause"].ref).start()
         isolating = info.runtime != "reaper"
         began = time.monotonic()
         try:
@@ -114,14 +114,16 @@ def report(cfg, info, out: Path, expected, expected_file: Path, records, isolati
     if not junit.is_file():
         raise SetupError(f"ginkgo wrote no JUnit report ({junit}); see {out / 'e2e.log'}")
     results = critest.parse_junit(junit)
-    verdict = critest.judge(results, expected)
+    hollow = unjudged.not_judged(results, unjudged.spec_namespaces(junit), records.pause_pods, info.runtime)
+    verdict = critest.judge({n: s for n, s in results.items() if n not in hollow}, expected)
     named = {n: specs.skipped_by(n, isolating) for n, s in results.items() if s == "skipped"}
     reasons = {n: r for n, r in named.items() if r}
     on_handler, proof = records.verdict(info.runtime_class, info.runtime_type or "?")
     lines = [f"e2e NodeConformance on {info.runtime}{' @ ' + info.source_commit[:12] if info.source_commit else ''}: "
-             f"{verdict.ran} ran, {verdict.passed} passed, {verdict.failed} failed, {len(reasons)} skipped by this "
-             f"pipeline with a reason, in {seconds / 60:.1f} min (expected list: {expected_file.name if expected_file else 'none'})",
+             f"{verdict.ran + len(hollow)} ran, {verdict.passed} passed, {verdict.failed} failed, {len(hollow)} passed without judging "
+             f"anything (not counted), {len(reasons)} skipped by this pipeline with a reason, in {seconds / 60:.1f} min (expected list: {expected_file.name if expected_file else 'none'})",
              critest.table(verdict, tool="conformance"), f"on the handler: {'yes' if on_handler else 'NO'}: {proof}"]
+    lines += [f"not judged: {n} -- {r}" for n, r in sorted(hollow.items())]
     lines += [f"skipped: {n} -- {r}" for n, r in sorted(reasons.items())]
     text = "\n".join(lines)
     print(text, flush=True)
@@ -129,7 +131,7 @@ def report(cfg, info, out: Path, expected, expected_file: Path, records, isolati
     (out / "conformance.json").write_text(json.dumps({
         "runtime": info.runtime, "commit": info.source_commit, "seconds": round(seconds, 1), "results": results,
         "unexpected_failures": verdict.unexpected_failures, "now_passing": verdict.now_passing,
-        "expected_failed": verdict.expected_failed, "skipped_with_reason": reasons, "on_handler": on_handler,
+        "expected_failed": verdict.expected_failed, "not_judged": hollow, "skipped_with_reason": reasons, "on_handler": on_handler,
         "proof": proof, "pods_seen": len(records.pods), "proof_errors": records.errors}, indent=2) + "\n")
     console.append_step_summary([f"## e2e NodeConformance on {info.runtime}", "", "```", *lines[:3], "```", ""])
     for name in verdict.unexpected_failures:

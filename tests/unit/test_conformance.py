@@ -140,3 +140,37 @@ def test_the_policy_is_proven_active_before_e2e_starts():
     with pytest.raises(SetupError, match="still do not get RuntimeClass reaper-v2 after 60s"):
         policy.Policy("/k", None, Runner()).wait_active("reaper-v2", sleep=lambda s: now.__setitem__(0, now[0] + s),
                                                         clock=lambda: now[0])
+
+
+PAUSE = "registry.k8s.io/pause:3.10"
+HOST_IP = "[sig-node] Pods should get a host IP [NodeConformance] [Conformance]"
+JUNIT = '''<testsuites><testsuite name="e2e">
+<testcase name="[It] {host_ip}" status="passed"><system-err>STEP: Destroying namespace "pods-1" for this suite. - x</system-err></testcase>
+<testcase name="[It] {logs}" status="passed"><system-err>STEP: Destroying namespace "kubelet-test-2" for this suite. - x</system-err></testcase>
+<testcase name="[It] [sig-node] InitContainer should not start app containers" status="passed"><system-err>Destroying namespace "init-container-3" for this suite.</system-err></testcase>
+</testsuite></testsuites>'''
+
+
+def _pod(name, image, started, uid="u"):
+    status = {"containerStatuses": [{"name": "c", "image": image, **({"containerID": "containerd://1"} if started else {})}]}
+    return {"metadata": {"name": name, "uid": uid + name}, "spec": {"containers": [{"name": "c", "image": image}]}, "status": status}
+
+
+def test_a_pass_that_ran_the_pause_image_as_a_workload_judges_nothing_on_reaper(tmp_path):
+    from ci.conformance import unjudged
+
+    junit = tmp_path / "junit.xml"
+    junit.write_text(JUNIT.format(host_ip=HOST_IP, logs=LOGS))
+    r = Records()
+    r.see("pods-1", _pod("pod-hostip", PAUSE, started=True), PAUSE)
+    r.see("kubelet-test-2", _pod("busybox", "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", started=True), PAUSE)
+    r.see("init-container-3", _pod("init-fails", PAUSE, started=False), PAUSE)  # never created: its check holds
+    assert r.pause_pods == {"pods-1": {"pod-hostip"}} and r.pods["upod-hostip"] == ("pods-1/pod-hostip", None)
+    spaces = unjudged.spec_namespaces(junit)
+    assert spaces[HOST_IP] == {"pods-1"} and spaces[LOGS] == {"kubelet-test-2"}
+    results = {HOST_IP: "passed", LOGS: "passed", "[sig-node] InitContainer should not start app containers": "passed"}
+    hollow = unjudged.not_judged(results, spaces, r.pause_pods, "reaper")
+    assert list(hollow) == [HOST_IP] and hollow[HOST_IP].startswith("ran the pause image as a workload (pods-1/pod-hostip)")
+    assert "is_sandbox_container" in hollow[HOST_IP]
+    assert unjudged.not_judged(results, spaces, r.pause_pods, "runc") == {}  # runc runs pause's process
+    assert unjudged.not_judged({**results, HOST_IP: "failed"}, spaces, r.pause_pods, "reaper") == {}  # a failure stays one
