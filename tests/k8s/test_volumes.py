@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 
 import pytest
 
@@ -12,6 +13,8 @@ from k8s_suite import podstate
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
 from k8s_suite.streams import WaitError
+
+UPDATE_SEEN = 10  # seconds the pod (reading once a second) gets after the kubelet's copy holds the update
 
 
 def _follow_update(path: str, first: str, second: str) -> str:
@@ -23,18 +26,42 @@ def _follow_update(path: str, first: str, second: str) -> str:
             f'if [ "$v" = {second} ]; then echo "$v"; else echo "still: $v"; exit 1; fi')
 
 
-def _update_reaches_the_pod(kube, name: str, what: str, first: str, second: str, update) -> None:
+def _update_reaches_the_pod(kube, name: str, what: str, first: str, second: str, update,
+                            kubelet_file: tuple[str, str, str]) -> None:
     """The pod printed the volume's first value; ``update()`` changes the object; the pod must see
     the new value in the mounted file (the kubelet swaps the volume's ``..data`` link: a runtime that
-    copied the files, or bound a file rather than the folder, shows the old value for ever)."""
+    copied the files, or bound a file rather than the folder, shows the old value for ever).
+
+    Judged as soon as it is conclusive: once the kubelet's own copy on the node
+    (``kubelet_file``: plugin folder, volume, key) holds the new value, the pod (reading once a
+    second) has UPDATE_SEEN seconds to print it; the kubelet's sync period is only waited for once."""
     try:
-        kube.wait_running(name)
+        pod = kube.wait_running(name)
         kube.follow_logs(name, timeout=T.VOLUME_UPDATE + 30).wait_for_line(first, T.POD_START)
     except (AssertionError, WaitError) as e:
         pytest.fail(f"the {what}'s mounted file did not hold {first!r} at the start: the pod printed "
                     f"{kube.log_lines(name)!r} ({str(e).splitlines()[0][:200]})", pytrace=False)
+    node = kube.node_of(pod)
+    plugin, volume, key = kubelet_file
+    path = f"{kube.info.kubelet_root}/pods/{pod['metadata']['uid']}/volumes/{plugin}/{volume}/{key}"
     update()
-    kube.wait_exited(name, timeout=T.VOLUME_UPDATE + 30, require_zero=False)
+    started, on_node = time.monotonic(), None
+    while True:
+        pod = kube.get(name)
+        if podstate.all_exited(pod):
+            break
+        now = time.monotonic()
+        if on_node is None and kube.ctx.node_sh(node, f"cat {path}", ok=None).stdout == second:
+            on_node = now
+        assert now - started < T.VOLUME_UPDATE + 30, (
+            f"the update of the {what} did not reach the pod's mounted file within {T.VOLUME_UPDATE + 30}s (nor, "
+            f"{'before' if on_node else 'even'}, the kubelet's copy {path} on node {node}): the pod printed "
+            f"{kube.log_lines(name)!r}")
+        assert on_node is None or now - on_node < UPDATE_SEEN, (
+            f"the update of the {what} did not reach the pod's mounted file {UPDATE_SEEN}s after the kubelet's copy on "
+            f"node {node} held it ({path}, {on_node - started:.0f}s after the update): the pod printed "
+            f"{kube.log_lines(name)!r}, expected {first!r} then {second!r}")
+        time.sleep(0.5)  # poll interval (the pod and the node) until one of the deadlines above
     lines = kube.log_lines(name)
     assert lines[-2:] == [first, second], (
         f"the update of the {what} did not reach the pod's mounted file within {T.VOLUME_UPDATE}s: the pod printed "
@@ -53,7 +80,8 @@ def test_s17_configmap_volume(kube):
     kube.create(kube.pod("cm", sh(f"/scripts/hello.sh && {_follow_update('/scripts/value', first, second)}"),
                          volumes=[m.configmap_volume("scripts", cm, mode=0o755)], mounts=[m.mount("scripts", "/scripts")]))
     patch = lambda: kube.ctx.core.patch_namespaced_config_map(cm, kube.ns, {"data": {"value": second}})  # noqa: E731
-    _update_reaches_the_pod(kube, name, f"ConfigMap {cm}", first, second, patch)
+    _update_reaches_the_pod(kube, name, f"ConfigMap {cm}", first, second, patch,
+                            ("kubernetes.io~configmap", "scripts", "value"))
     lines = kube.log_lines(name)
     assert lines[:1] == [marker], f"expected {marker!r} first, from the mounted script, got {lines!r}"
 
@@ -68,7 +96,8 @@ def test_s18_secret_volume(kube):
                          volumes=[m.secret_volume("creds", sec)], mounts=[m.mount("creds", "/creds", read_only=True)]))
     data = {"password": base64.b64encode(rotated.encode()).decode()}
     patch = lambda: kube.ctx.core.patch_namespaced_secret(sec, kube.ns, {"data": data})  # noqa: E731
-    _update_reaches_the_pod(kube, name, f"Secret {sec}", password, rotated, patch)
+    _update_reaches_the_pod(kube, name, f"Secret {sec}", password, rotated, patch,
+                            ("kubernetes.io~secret", "creds", "password"))
     lines = kube.log_lines(name)
     assert lines[:1] == [user], f"expected {user!r} first, from the mounted Secret, got {lines!r}"
 

@@ -206,12 +206,14 @@ class Kube:
                          stop=podstate.stop_if_deleted)
 
     def wait_gone(self, name: str, timeout: float = T.POD_DELETE) -> None:
-        self.wait(name, podstate.gone, "pod gone", timeout)
+        """Until the pod is gone; ends early when a container outlives its kill (it will not go)."""
+        self.wait(name, podstate.gone, "pod gone", timeout, stop=podstate.gone_or_stuck(T.KILL_SETTLE))
 
     def wait_no_pods(self, timeout: float, *, record: bool = False) -> list[Pod]:
         """Poll until the namespace has no pod (observing their ids; ``record``: also writing this
         namespace's shim ids to the run folder, as a sandbox can appear after a delete was asked);
-        the pods still there at the deadline."""
+        the pods still there at the deadline, or as soon as each of them outlives its kill
+        (:func:`k8s_suite.podstate.outliving_its_kill`: waiting will not make them go)."""
         deadline = time.monotonic() + timeout
         while True:
             if record:
@@ -219,7 +221,7 @@ class Kube:
             left = self.ctx.list_pods(self.ns).get("items", [])
             for p in left:
                 self._observe(p)
-            if not left or time.monotonic() > deadline:
+            if not left or time.monotonic() > deadline or podstate.all_stuck(left, T.KILL_SETTLE):
                 return left
             time.sleep(0.25)  # poll interval until the deadline
 

@@ -129,8 +129,8 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
     started = time.monotonic()
     left = kube.wait_no_pods(T.POD_DELETE)
     if left:
-        return (f"{len(left)} pod(s) still exist {T.POD_DELETE}s after namespace {kube.ns} was deleted: "
-                + "; ".join(podstate.describe(p) for p in left[:5]))
+        return (f"{len(left)} pod(s) still exist {time.monotonic() - started:.0f}s after namespace {kube.ns} was deleted"
+                f"{podstate.stuck_note(left, T.KILL_SETTLE)}: " + "; ".join(podstate.describe(p) for p in left[:5]))
     gone = time.monotonic()
     owner = owner_of(kube)
     deadline = time.monotonic() + T.LEAK_SETTLE

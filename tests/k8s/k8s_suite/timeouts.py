@@ -21,8 +21,9 @@ ZOMBIE_SETTLE = 20  # a new zombie must be reaped by then
 LEAK_SETTLE = 30  # after a scenario's pods are gone, its processes/shims/state/mounts must be gone too
 LEAK_CONFIRM = 2  # a mount only the runtime's own long-lived namespace keeps: seen again this much later, judged
 RUN_PODS_GONE = 120  # every pod of this run is gone (namespaces deleted) before node-wide checks
+KILL_SETTLE = 30  # a deleted pod's container still running this long after its grace period ended: judged stuck
 BARRIER = 1500  # node-wide scenarios wait this long for the others to finish
-WATCH_CHUNK = 30  # one watch request (timeout_seconds); _request_timeout adds WATCH_SLACK
+WATCH_CHUNK = 10  # one watch request (timeout_seconds; time-based early stops are looked at between them)
 WATCH_SLACK = 5
 
 # pytest-timeout per test (a backstop: the deadlines above fire first)
