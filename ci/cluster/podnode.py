@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
+from ci import console
 from ci.cluster.base import NodeAccess
 from ci.errors import SetupError
 from ci.tools import Runner
@@ -126,9 +127,14 @@ class PodNode(NodeAccess):
             self._ready.add(node)
 
     def close(self, timeout: float = GONE_TIMEOUT) -> None:
-        """Remove every host-exec pod with their namespace, and wait until it is gone."""
+        """Remove every host-exec pod with their namespace, and wait until it is gone; unless another
+        run of the suite on this cluster is still going (it uses the same pods: its own end removes them)."""
         self._ready.clear()
         if self.api.namespace_phase(NAMESPACE) is None:
+            return
+        others = self.api.live_runs()
+        if others:
+            console.info(f"host-exec pods in {NAMESPACE} kept: run(s) {', '.join(others)} of the suite still use them")
             return
         self.api.delete_namespace(NAMESPACE)
         until(f"namespace {NAMESPACE} (the host-exec pods) gone", lambda: self.api.namespace_phase(NAMESPACE) is None

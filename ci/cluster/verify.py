@@ -45,6 +45,7 @@ class Api(Protocol):
     def pod_log(self, ns: str, name: str) -> str: ...
     def events(self, ns: str, name: str) -> list[str]: ...
     def dump(self) -> str: ...
+    def live_runs(self) -> list[str]: ...
 
 
 class Verifier:
@@ -120,6 +121,19 @@ class Verifier:
         except ApiException as e:
             if e.status != 409:
                 raise SetupError(f"creating namespace {name} failed: HTTP {e.status} {_message(e)}") from None
+
+    def live_runs(self) -> list[str]:
+        """Tokens of the suite runs on this cluster still going (:mod:`ci.runleases`)."""
+        from datetime import datetime, timezone
+
+        from ci import runleases
+
+        try:
+            r = _read(client.CoordinationV1Api(self.api).list_namespaced_lease(
+                runleases.NAMESPACE, label_selector=runleases.SELECTOR, _preload_content=False, _request_timeout=REQUEST))
+        except ApiException as e:
+            raise SetupError(f"listing the suite's run Leases failed: HTTP {e.status} {_message(e)}") from None
+        return runleases.live_runs(r.get("items", []), datetime.now(timezone.utc))
 
     def namespace_phase(self, name: str) -> str | None:
         """Active/Terminating, or None when the namespace does not exist."""

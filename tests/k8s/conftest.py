@@ -117,9 +117,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     problem = _probe(info, config.stash[RUN_KEY])
     if problem:
         _setup_exit(config, problem)
+    _enter_parallel(info, config.stash[RUN_KEY])
     console.info(f"scenarios: runtime {info.runtime} (RuntimeClass {info.runtime_class}, shim {info.shim_process}) "
                  f"on {', '.join(info.nodes)}; run token {os.environ[RUN_TOKEN_ENV]}; run folder "
                  f"{config.stash[RUN_KEY].path}")
+
+
+def _enter_parallel(info: ClusterInfo, run: runstate.RunDir) -> None:
+    """Register this run (:mod:`k8s_suite.runlock`): its scenarios start once no other run's
+    node-wide scenarios are on the node; the node's process table is taken after that wait."""
+    from k8s_suite.kube import connect
+    from k8s_suite.runlock import Runs
+
+    runs = Runs(connect(info), os.environ[RUN_TOKEN_ENV])
+    waited = runs.enter("parallel", log=console.info)
+    _STATE["runs"] = runs.heartbeat()
+    if waited >= 1:
+        console.info(f"waited {waited:.0f}s for another run's node-wide scenarios")
+        access = info.node_access_impl()
+        for name in info.nodes:
+            run.write(f"ps-before-{name}.txt", access.run(name, nodeproc.PS_ARGV, timeout=T.NODE_COMMAND).stdout)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:  # noqa: ARG001
+    runs = _STATE.pop("runs", None)
+    if runs is not None and not _is_worker(session.config):
+        try:
+            runs.close()
+        except Exception as e:  # noqa: BLE001 - a stale lease expires by itself (runlock.DURATION)
+            console.info(f"could not release this run's leases ({type(e).__name__}); they expire in 60s")
 
 
 def _probe(info: ClusterInfo, run: runstate.RunDir) -> str | None:
@@ -262,6 +288,11 @@ def node_wide(ctx, request, pytestconfig):
     waited = runstate.wait_done(ctx.run, needed, T.BARRIER)
     if needed:
         print(f"node-wide stage {stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
+    from k8s_suite.runlock import Runs
+
+    other = Runs(ctx.api, ctx.token).enter("node-wide")  # no other run's scenarios on the node from now on
+    if other >= 1:
+        print(f"node-wide stage {stage}: waited {other:.1f}s for other runs of the suite on this cluster")
     return stage
 
 

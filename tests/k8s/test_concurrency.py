@@ -99,8 +99,10 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
         kube.delete_pod(name)
     # all gone within the deadline; meanwhile keep recording this namespace's shims (a sandbox can
     # appear after its pod's delete was requested)
+    began = time.monotonic()
     left = kube.wait_no_pods(T.POD_DELETE, record=True)
-    assert not left, f"pods not gone {T.POD_DELETE}s after their delete: " + "; ".join(
+    assert not left, (f"pods not gone {time.monotonic() - began:.0f}s after their delete"
+                      f"{podstate.stuck_note(left, T.KILL_SETTLE)}: ") + "; ".join(
         podstate.describe(p) for p in left)
 
     ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") == kube.ns) | kube.seen_ids | kube.sandbox_ids

@@ -80,11 +80,12 @@ def test_s12_process_group_kill(kube, evidence):
 
 
 def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_PODS_GONE) -> list[dict]:
-    """Pods of this run that are still there after ``timeout`` (ignoring ``keep_ns``)."""
+    """Pods of this run that are still there after ``timeout`` (ignoring ``keep_ns``), or at once when
+    each of them outlives its kill (:func:`k8s_suite.podstate.outliving_its_kill`)."""
     deadline = time.monotonic() + timeout
     while True:
         left = [p for p in ctx.run_pods() if p["metadata"]["namespace"] != keep_ns]
-        if not left or time.monotonic() > deadline:
+        if not left or time.monotonic() > deadline or podstate.all_stuck(left, T.KILL_SETTLE):
             return left
         time.sleep(0.5)
 
@@ -94,10 +95,12 @@ def test_s13_no_defunct(ctx, node_wide, kube, evidence):
     problems: list[str] = []
     with failing_with(problems):
         _zombies_while_alive(kube, problems, evidence)
+        began = time.monotonic()
         left = _wait_run_pods_gone(ctx)
         if left:
-            problems.append(f"{len(left)} pod(s) of this run still exist {T.RUN_PODS_GONE}s after their namespaces "
-                            "were deleted, so the check could not run on a settled node: "
+            problems.append(f"{len(left)} pod(s) of this run still exist {time.monotonic() - began:.0f}s after their "
+                            f"namespaces were deleted{podstate.stuck_note(left, T.KILL_SETTLE)}, so the check could not "
+                            "run on a settled node: "
                             + "; ".join(podstate.describe(p) for p in left[:5]))
         # after every pod of the run is gone: no new zombie below containerd, a shim or the runtime
         # (zombies elsewhere on the host are not this run's and are only reported)
@@ -110,7 +113,10 @@ def test_s13_no_defunct(ctx, node_wide, kube, evidence):
             while True:
                 procs = ctx.ps(node)
                 new = nodeproc.new_zombies(baseline, procs)
-                ours = [z for z in new if nodeproc.descends_from(procs, z.pid, owners)]
+                # below another run's shims (two runs on one cluster): that run's to judge, not this one's
+                foreign = {s.pid for s in ctx.scan_shims(node) if naming.other_run(s.namespace, ctx.token)}
+                ours = [z for z in new if nodeproc.descends_from(procs, z.pid, owners)
+                        and not any(a.pid in foreign for a in nodeproc.ancestors(procs, z.pid))]
                 if not ours or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -181,21 +187,24 @@ def _s14(ctx, kube, evidence, problems: list[str]) -> None:
         problems.append(str(e))
     left = _wait_run_pods_gone(ctx, keep_ns=None)
     if left:
-        problems.append(f"{len(left)} deleted pod(s) of this run still exist: "
+        problems.append(f"{len(left)} deleted pod(s) of this run still exist{podstate.stuck_note(left, T.KILL_SETTLE)}: "
                         + "; ".join(podstate.describe(p) for p in left[:5]))
     recorded = ctx.run.recorded()
     ids = ctx.run.recorded_ids()
     print(f"{len(recorded)} namespace records, {len(ids)} container/sandbox/shim ids of this run")
     prefix = naming.run_namespace_prefix(ctx.token)
+    # the shim of a pod that outlives its kill will not exit while the pod is there: judged at once
+    stuck = {p["metadata"]["namespace"] for p in left if podstate.outliving_its_kill(p, T.KILL_SETTLE)}
     for n in ctx.info.nodes:
-        deadline = time.monotonic() + T.SHIM_EXIT
+        began = time.monotonic()
         while True:
             leftovers = nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
-            if not leftovers or time.monotonic() > deadline:
+            if not leftovers or time.monotonic() > began + T.SHIM_EXIT or all(s.namespace in stuck for s in leftovers):
                 break
             time.sleep(0.5)
         if leftovers:
             text = "\n".join("  " + s.line() + "\n    " + s.args for s in leftovers)
+            early = " (their pods outlive their kill)" if all(s.namespace in stuck for s in leftovers) else ""
             problems.append(f"node {n}: {len(leftovers)} {ctx.info.shim_process} process(es) of this run's deleted "
-                            f"pods still running {T.SHIM_EXIT}s later:\n{text}")
+                            f"pods still running {time.monotonic() - began:.0f}s later{early}:\n{text}")
             evidence.append(text)

@@ -31,6 +31,7 @@ class FakeApi:
         self.namespaces: set[str] = set()
         self.calls: list[str] = []
         self.pod_phase = pod_phase
+        self.runs: list[str] = []
 
     def readyz(self):
         return True if self.ready is True else self.ready
@@ -76,6 +77,9 @@ class FakeApi:
 
     def dump(self):
         return "dump\n"
+
+    def live_runs(self):
+        return list(self.runs)
 
 
 class FakeNode(NodeAccess):
@@ -328,3 +332,15 @@ def test_existing_runtime_reaper_needs_no_source(tmp_path):
     assert cfg.runtime == "reaper" and cfg.source is None
     assert _cfg(tmp_path).runtime == "auto"  # read from the nodes
     assert cfg.kubeconfig == (tmp_path / "kubeconfig").resolve()
+
+
+def test_pod_node_close_spares_the_pods_while_another_run_of_the_suite_goes_on():
+    api = FakeApi()
+    access = podnode.PodNode("/k", "img", runner=Recorder(), api=api, sleep=lambda s: None)
+    access.ensure(NODE)
+    api.runs = ["b2c3d4"]
+    access.close()
+    assert api.namespace_phase(podnode.NAMESPACE) == "Active" and f"delete-ns {podnode.NAMESPACE}" not in api.calls
+    api.runs = []
+    access.close()
+    assert api.namespace_phase(podnode.NAMESPACE) is None

@@ -59,6 +59,14 @@ def run_namespace_prefix(token: str) -> str:
     return f"{NS_PREFIX}-{check_token(token)}-"
 
 
+def other_run(namespace: str | None, token: str) -> bool:
+    """``namespace`` is a scenario namespace of another run of this suite (not of run ``token``)."""
+    import re
+
+    return bool(namespace and re.match(rf"{NS_PREFIX}-[a-z][a-z0-9]{{5}}-s\d", namespace)
+                and not namespace.startswith(run_namespace_prefix(token)))
+
+
 def pod_name(token: str, sid: str, what: str) -> str:
     """A pod/ConfigMap/Secret name carrying the token: ``<sid>-<what>-<token>``."""
     return dns_label(f"{sid}-{what}-{check_token(token)}")
