@@ -116,7 +116,7 @@ def test_s54_attach_stdin_reaches_eof(kube):
     kube.create(kube.pod("attach", containers=[c]))
     kube.wait_running(name)
     data = "".join(f"in-{i}-{kube.token}\n" for i in range(20))
-    attach.send_and_close(kube, name, data)
+    attach.send_and_close(kube, name, data, echoed=True)
     kube.wait_exited(name)
     want = [l for l in data.splitlines()] + [f"eof-{kube.token}"]
     assert kube.log_lines(name) == want, f"attached stdin then EOF: expected {len(want)} lines, got {kube.log_lines(name)!r}"

@@ -193,13 +193,18 @@ def _s14(ctx, kube, evidence, problems: list[str]) -> None:
     ids = ctx.run.recorded_ids()
     print(f"{len(recorded)} namespace records, {len(ids)} container/sandbox/shim ids of this run")
     prefix = naming.run_namespace_prefix(ctx.token)
-    # the shim of a pod that outlives its kill will not exit while the pod is there: judged at once
+    # every pod of the run is gone by now (or outlives its kill): the shim of a stuck pod will not exit
+    # while the pod is there (judged at once), and one whose pod is gone gets SHIM_CONFIRM seconds
     stuck = {p["metadata"]["namespace"] for p in left if podstate.outliving_its_kill(p, T.KILL_SETTLE)}
     for n in ctx.info.nodes:
-        began = time.monotonic()
+        began, first_seen = time.monotonic(), {}
         while True:
             leftovers = nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
-            if not leftovers or time.monotonic() > began + T.SHIM_EXIT or all(s.namespace in stuck for s in leftovers):
+            now = time.monotonic()
+            for s in leftovers:
+                first_seen.setdefault(s.pid, now)
+            settled = all(s.namespace in stuck or now - first_seen[s.pid] >= T.SHIM_CONFIRM for s in leftovers)
+            if not leftovers or now > began + T.SHIM_EXIT or settled:
                 break
             time.sleep(0.5)
         if leftovers:

@@ -3,6 +3,7 @@ close it (the v5 protocol's half-close), wait for the container's streams to end
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -12,6 +13,8 @@ from kubernetes.stream.ws_client import V5_CHANNEL_PROTOCOL
 from k8s_suite import timeouts as T
 from k8s_suite.context import InfrastructureError
 from k8s_suite.streams import WaitError, _short
+
+EOF_SETTLE = 10  # seconds for end of file to end the streams once the workload echoed all of stdin
 
 
 def open_stream(kube: Any, method: str, name: str, container: str | None, timeout: float, what: str, **kw: Any):
@@ -25,8 +28,9 @@ def open_stream(kube: Any, method: str, name: str, container: str | None, timeou
         raise AssertionError(f"{what}: could not connect: {_short(e)}") from None
 
 
-def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str) -> None:
-    """Write ``stdin`` (None: nothing, stdin stays as it is) and close it, then wait for the streams to end."""
+def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str, echoed: str | None = None) -> None:
+    """Write ``stdin`` (None: nothing, stdin stays as it is) and close it, then wait for the streams to
+    end; ``echoed``: text whose return on stdout makes the end due within EOF_SETTLE seconds."""
     if stdin is not None:
         if ws.subprotocol != V5_CHANNEL_PROTOCOL:
             raise InfrastructureError(f"{what}: the API server answered stream protocol {ws.subprotocol!r}, which "
@@ -34,19 +38,32 @@ def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str) -> None
         if stdin:
             ws.write_stdin(stdin)
         ws.close_channel(0)
-    ws.run_forever(timeout=timeout)
+    began, out = time.monotonic(), ""
+    if echoed is None:
+        ws.run_forever(timeout=timeout)
+    else:  # the stream is read in steps: the echo is looked for between them (peek keeps it buffered)
+        due = None
+        while ws.is_open() and time.monotonic() - began < timeout and (due is None or time.monotonic() < due):
+            ws.update(timeout=1)
+            out = ws.peek_channel(1) if due is None else out
+            if due is None and echoed in out:
+                due = time.monotonic() + EOF_SETTLE
     if ws.is_open():
-        raise WaitError(f"{what}: still running after {timeout:.0f}s (stdout so far {ws.read_channel(1)[-200:]!r}, "
-                        f"stderr {ws.read_channel(2)[-200:]!r})")
+        raise WaitError(f"{what}: still running after {time.monotonic() - began:.0f}s"
+                        f"{' (all of stdin came back: end of file was due)' if echoed and echoed in out else ''} "
+                        f"(stdout so far {ws.read_channel(1)[-200:]!r}, stderr {ws.read_channel(2)[-200:]!r})")
 
 
-def send_and_close(kube: Any, name: str, data: str, container: str | None = None, timeout: float = T.EXEC) -> None:
+def send_and_close(kube: Any, name: str, data: str, container: str | None = None, timeout: float = T.EXEC,
+                   echoed: bool = False) -> None:
     """``kubectl attach -i``: write ``data`` to ``name``'s stdin, close it and wait until the
-    container's streams end (a runtime that never gives the workload end of file fails here)."""
+    container's streams end (a runtime that never gives the workload end of file fails here).
+    ``echoed``: the workload writes its stdin back (``cat``): once all of it is back, end of file
+    is due, and the streams get EOF_SETTLE seconds more, not the whole ``timeout``."""
     what = f"attach to {kube.ns}/{name} (stdin closed: end of file must reach the container)"
     ws = open_stream(kube, "connect_get_namespaced_pod_attach", name, container, timeout, what,
                      stdin=True, stdout=True, stderr=True, tty=False)
     try:
-        feed_and_wait(ws, data, timeout, what)
+        feed_and_wait(ws, data, timeout, what, echoed=data if echoed else None)
     finally:
         ws.close()
