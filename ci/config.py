@@ -54,6 +54,7 @@ class Config:
     state_env: tuple[tuple[str, str], ...] = ()  # (variable, path in the binary's scratch folder)
     private_ns: bool = True  # root: each test binary in a private mount namespace (--no-private-ns: on the host)
     test_jobs: int | None = None  # test binaries at once (None: 4 with private namespaces, else 1)
+    test_threads: int = 8  # libtest threads per test binary (RUST_TEST_THREADS; the caller's own wins)
     serial_targets: tuple[str, ...] = ()  # targets that must run alone (nothing else at the same time)
     # Cluster
     provisioner: str = "auto"  # auto | kind | local | existing
@@ -154,6 +155,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--state-env", "REAPER_CI_STATE_ENV", ",".join(DEFAULT_STATE_ENV)),
     Option("--no-private-ns", "REAPER_CI_NO_PRIVATE_NS", switch=True),
     Option("--test-jobs", "REAPER_TEST_JOBS"),
+    Option("--test-threads", "REAPER_TEST_THREADS", "8"),
     Option("--serial-targets", "REAPER_SERIAL_TARGETS"),
     Option("--provisioner", "REAPER_PROVISIONER", "auto", choices=("auto", "kind", "local", "existing")),
     Option("--kubeconfig", "REAPER_KUBECONFIG"),
@@ -303,6 +305,7 @@ def parse(
         state_env=state_env,
         private_ns=not v["no_private_ns"],
         test_jobs=None if v["test_jobs"] in (None, "auto") else _count("--test-jobs", v["test_jobs"], 1),
+        test_threads=_count("--test-threads", v["test_threads"], 1),
         serial_targets=tuple(t.strip() for t in (v["serial_targets"] or "").split(",") if t.strip()),
         provisioner=provisioner,
         kubeconfig=Path(kubeconfig).expanduser().resolve() if kubeconfig else None,

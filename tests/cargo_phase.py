@@ -40,7 +40,9 @@ GUARD = HostGuard.for_host(_GUARD["private_paths"], [tuple(x) for x in _GUARD["s
 
 
 def _params():
-    for t in TARGETS:
+    took = MANIFEST.get("durations") or {}
+    # the longest first, as last measured (under pytest-xdist the last to start ends the phase)
+    for t in sorted(TARGETS, key=lambda t: -float(took.get(t.id, 0.0))):
         yield pytest.param(t, id=t.id)
     for name in MISSING:
         yield pytest.param(name, id=name.split(" ", 1)[0])
@@ -100,8 +102,11 @@ def test_target(target):
     # marker: if this process dies mid-target, the phase reports the target as interrupted
     out.write_text(json.dumps(TargetResult(target.id, target.package, target.kind, cmd, target.manifest_dir)
                               .to_json()), encoding="utf-8")
+    # libtest runs a binary's tests in threads (as many as CPUs by default); tests that mostly wait
+    # finish sooner with more (#[serial] ones still take their lock); the caller's RUST_TEST_THREADS wins
+    threads = {} if os.environ.get("RUST_TEST_THREADS") else {"RUST_TEST_THREADS": str(MANIFEST.get("test_threads", 8))}
     env = run_env(target, MANIFEST["package_env"][target.package_id], cargo_path=MANIFEST["cargo"],
-                  sysroot_libs=MANIFEST.get("sysroot_libs", []), config_dir=Path(MANIFEST["source"]))
+                  sysroot_libs=MANIFEST.get("sysroot_libs", []), config_dir=Path(MANIFEST["source"]), extra=threads)
     echo = _echoer(target.id)
     echo(f"\n--- {target.id} ({target.kind} of {target.package}): {target.executable or 'cargo test --doc'}\n")
     with _turn(target.id, target.name):

@@ -139,6 +139,7 @@ def run(cfg: Config) -> int:
             guard.restore(made)
         _replay_echo(paths, ws)
     results, not_run, skipped = _collect(paths, ws)
+    _save_durations(cfg, ws, results)
     verdict = phase1_report.Verdict(steps, results, missing, not_run, skipped)
     _report(cfg, paths, verdict)
     if rc == 5:
@@ -179,6 +180,30 @@ def _say_step(s: cargo_mod.Step) -> None:
         console.info(f"{s.name}: {console.paint('FAILED', 'failed')} in {s.seconds:.1f}s: {s.message}")
 
 
+def _durations_file(cfg: Config, ws: cargo_mod.Workspace) -> Path:
+    import hashlib
+
+    return cfg.cache_dir / "phase1-durations" / f"{hashlib.sha256(str(ws.root).encode()).hexdigest()[:16]}.json"
+
+
+def _durations(cfg: Config, ws: cargo_mod.Workspace) -> dict[str, float]:
+    """Seconds each target took the last time Phase 1 ran this workspace (the longest start first)."""
+    try:
+        return {str(k): float(v) for k, v in json.loads(_durations_file(cfg, ws).read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _save_durations(cfg: Config, ws: cargo_mod.Workspace, results: list[TargetResult]) -> None:
+    took = {**_durations(cfg, ws), **{r.target: round(r.seconds, 2) for r in results if r.seconds}}
+    try:
+        f = _durations_file(cfg, ws)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(took, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # an order hint only
+
+
 def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace, missing: list[str]) -> None:
     data = {
         "version": 1,
@@ -197,6 +222,8 @@ def _write_manifest(cfg: Config, paths: dict[str, Path], ws: cargo_mod.Workspace
         "guard": {"private_paths": list(cfg.private_paths), "state_env": [list(x) for x in cfg.state_env],
                   "private_ns": cfg.private_ns},
         "serial_targets": list(cfg.serial_targets),
+        "test_threads": cfg.test_threads,
+        "durations": _durations(cfg, ws),
         "lock": str(paths["dir"] / "targets.lock"),
     }
     paths["manifest"].write_text(json.dumps(data, indent=2), encoding="utf-8")
