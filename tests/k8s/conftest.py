@@ -290,9 +290,11 @@ def node_wide(ctx, request, pytestconfig):
         print(f"node-wide stage {stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
     from k8s_suite.runlock import Runs
 
-    other = Runs(ctx.api, ctx.token).enter("node-wide")  # no other run's scenarios on the node from now on
-    if other >= 1:
-        print(f"node-wide stage {stage}: waited {other:.1f}s for other runs of the suite on this cluster")
+    said: list[str] = []
+    other = Runs(ctx.api, ctx.token).enter("node-wide", log=said.append)  # no other run's scenarios from now on
+    if other >= 1:  # shown in the summary (a worker's output is not)
+        said.append(f"{request.node.name}: node-wide stage {stage} waited {other:.1f}s for other runs of the suite")
+        ctx.run.write(f"coordination-{naming.dns_label(request.node.name)}.txt", "\n".join(said) + "\n")
     return stage
 
 
@@ -372,6 +374,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     config.stash[RUN_KEY].write(VERDICT_FILE, json.dumps(doc, indent=1) + "\n")
     infra = [f"  {r.name}: {r.detail}" for r in rows if r.detail.startswith("infrastructure:")]
     terminalreporter.write_line("")
+    run_dir = config.stash[RUN_KEY].path
+    for f in sorted(run_dir.glob("coordination-*.txt")):  # waits for other runs of the suite (runlock)
+        for line in f.read_text().splitlines():
+            terminalreporter.write_line(f"other runs: {line}")
     for line in (text.splitlines() + (["Skipped:"] + skipped if skipped else [])
                  + (["Infrastructure errors (the cluster or node failed, not the runtime):"] + infra if infra else [])):
         terminalreporter.write_line(line)

@@ -1,7 +1,10 @@
-"""S44-S48: Kubernetes' default pod on the runtime: its token, two pods at one path, its environment,
-its name and hosts files, processes that leave the process group (docs/CONTRACT.md)."""
+"""S44-S48, S59: Kubernetes' default pod on the runtime: its token, two pods at one path, its
+environment, its name and hosts files, processes that leave the process group, a prompt delete
+(docs/CONTRACT.md)."""
 
 from __future__ import annotations
+
+import time
 
 from k8s_suite import edges, naming, podstate
 from k8s_suite import manifests as m
@@ -9,6 +12,7 @@ from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
 
 SA = edges.SA_DIR
+GONE_PROMPTLY = 8  # seconds from the delete to the pod gone when its workload ends on SIGTERM (runc: 2-4 s here)
 
 
 def _token_owner(kube, name: str, text: str, path: str) -> str | None:
@@ -145,3 +149,28 @@ def test_s48_processes_that_leave_the_process_group(kube):
             left.append(str(e).splitlines()[0])
     assert not left, "processes of a deleted pod live on: " + "; ".join(left)
     assert podstate.phase(kube.get(name)) is None
+
+
+def test_s59_a_deleted_pod_goes_promptly(kube, evidence):
+    """`kubectl delete pod`: a workload that ends on SIGTERM at once; the pod (container and sandbox
+    stopped, object removed) is gone within GONE_PROMPTLY seconds, far inside its 30 s grace period."""
+    name = kube.name("prompt")
+    kube.create(kube.pod("prompt", sh("trap 'exit 0' TERM; echo ready; while :; do sleep 1; done"), grace=30))
+    pod = kube.wait_running(name)
+    kube.follow_logs(name, timeout=T.POD_START).wait_for_line("ready", T.POD_START)  # the trap is set
+    began = time.monotonic()
+    kube.delete_pod(name)  # records the pod's sandbox id first
+    kube.wait_gone(name)
+    took = time.monotonic() - began
+    cause = ""
+    path = kube.info.component_logs.get("containerd")
+    if took >= GONE_PROMPTLY and path:
+        for sid in sorted(kube.sandbox_ids):
+            r = kube.ctx.node_sh(kube.node_of(pod), f"grep -F -e {sid} {path} | grep -F 'failed to stop sandbox' | tail -n 1",
+                                 ok=None)
+            if r.stdout.strip():
+                evidence.append(r.stdout.strip())
+                cause = f"; containerd: {r.stdout.strip()[-220:]}"
+    assert took < GONE_PROMPTLY, (f"the pod was gone {took:.1f}s after its delete, though its workload ends at once on "
+                                  f"SIGTERM: the runtime delays the stop of its container or sandbox{cause}")
+    print(f"pod gone {took:.1f}s after its delete")
