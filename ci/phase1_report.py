@@ -35,6 +35,7 @@ class Verdict:
     missing: list[str]  # required targets absent from the workspace, or not built
     not_run: list[tuple[str, str]]  # (target id, reason) selected but with no result
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (target id, reason) cargo did not build
+    strays: list[str] = field(default_factory=list)  # processes of the workspace's binaries alive after every target
 
     @property
     def failed_tests(self) -> list[str]:
@@ -54,6 +55,8 @@ class Verdict:
             rest = [i for i in r.host_leftovers if i not in named]  # on the host, a single run finds it already there
             if rest:
                 out.append((r.target, rest))
+        if self.strays:  # escaped every guard (another namespace and session): whose, no one can say
+            out.append(("phase1 (after every target ended)", [f"process {p} (ended by Phase 1)" for p in self.strays]))
         return out
 
     @property

@@ -35,6 +35,7 @@ from ci import config as config_mod
 from ci import console, phase1_report
 from ci.cargo_env import package_env, sysroot_libs
 from ci.cargo_libtest import TargetResult
+from ci.cargo_proc import _processes_under, _terminate
 from ci.cargo_proc import write_shims
 from ci.config import DEFAULT_REQUIRED_TARGETS, REPO_ROOT, Config
 from ci.errors import CIError, UsageError
@@ -133,14 +134,16 @@ def run(cfg: Config) -> int:
         console.info(f"host guard: {guard.describe()}; {n_jobs} test binar{'ies' if n_jobs > 1 else 'y'} at once"
                      + (f"; alone: {', '.join(cfg.serial_targets)}" if cfg.serial_targets else ""))
         made = guard.prepare()
+        before = _processes_under(ws.target_directory)
         try:
             rc = _pytest(cfg, paths, n_jobs)
         finally:
             guard.restore(made)
+            strays = _end_strays(ws.target_directory, before)
         _replay_echo(paths, ws)
     results, not_run, skipped = _collect(paths, ws)
     _save_durations(cfg, ws, results)
-    verdict = phase1_report.Verdict(steps, results, missing, not_run, skipped)
+    verdict = phase1_report.Verdict(steps, results, missing, not_run, skipped, strays)
     _report(cfg, paths, verdict)
     if rc == 5:
         raise CIError(f"phase1: no cargo test target selected by the pytest arguments {' '.join(cfg.pytest_args)!r} "
@@ -178,6 +181,19 @@ def _say_step(s: cargo_mod.Step) -> None:
         console.info(f"{s.name}: {console.paint('passed', 'passed')} in {s.seconds:.1f}s")
     else:
         console.info(f"{s.name}: {console.paint('FAILED', 'failed')} in {s.seconds:.1f}s: {s.message}")
+
+
+def _end_strays(target_dir: Path, before: dict[int, str]) -> list[str]:
+    """Processes running a binary of the workspace's target folder that Phase 1's targets started and
+    left: a test's daemon that left both the guard's mount namespace and its session (reaper-runtime
+    joins reaper's own overlay namespace) escapes the per-target scan. Looked for once every target
+    has ended (so none is another target's live work), reported, and ended."""
+    left = {pid: cmd for pid, cmd in _processes_under(target_dir).items() if pid not in before}
+    if left:
+        console.error(f"phase1: {len(left)} process(es) of the workspace's binaries outlived every test target; "
+                      "ending them: " + "; ".join(f"{p} {c[:120]}" for p, c in sorted(left.items())[:5]))
+        _terminate(list(left))
+    return [f"{pid} {cmd}" for pid, cmd in sorted(left.items())]
 
 
 def _durations_file(cfg: Config, ws: cargo_mod.Workspace) -> Path:

@@ -138,3 +138,22 @@ def test_targets_cargo_did_not_build_are_skipped_not_failed():
     assert case.find("skipped").get("message") == "not built: needs feature(s) agent"
     assert ["reaper-agent", "(not", "built:", "needs", "feature(s)", "agent)", "skipped"] in [
         l.split() for l in phase1_report.table(v).splitlines()]
+
+
+def test_processes_that_outlive_every_target_are_a_finding():
+    ok = Verdict([], [TargetResult("t", "p", "test", [], "/w", cases=[Case("a", "passed", 0.1)], exit_code=0)], [], [])
+    assert ok.ok and not ok.leaks
+    strays = Verdict(ok.steps, ok.results, [], [], [], ["4242 /w/target/debug/reaper-runtime start x --bundle /tmp/b"])
+    assert not strays.ok
+    assert strays.leaks == [("phase1 (after every target ended)",
+                             ["process 4242 /w/target/debug/reaper-runtime start x --bundle /tmp/b (ended by Phase 1)"])]
+
+
+def test_phase1_ends_the_workspace_processes_its_targets_left(tmp_path, monkeypatch):
+    from ci.phases import phase1
+
+    ended = []
+    monkeypatch.setattr(phase1, "_processes_under", lambda root: {1: "old", 2: "new daemon"})
+    monkeypatch.setattr(phase1, "_terminate", lambda pids: ended.extend(pids))
+    assert phase1._end_strays(tmp_path, {1: "old"}) == ["2 new daemon"] and ended == [2]
+    assert phase1._end_strays(tmp_path, {1: "old", 2: "new daemon"}) == [] and ended == [2]
