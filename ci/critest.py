@@ -158,6 +158,12 @@ def images_file(path: Path, image: str) -> Path:
 # ------------------------------------------------------------------------------------ judge
 
 
+def case_name(case: ET.Element) -> str:
+    """A JUnit testcase's spec text as ``--ginkgo.focus`` matches it (``[It] `` dropped)."""
+    name = case.get("name", "").strip()
+    return name[len("[It] "):] if name.startswith("[It] ") else name
+
+
 def parse_junit(path: Path) -> dict[str, str]:
     """Spec text (``[It] `` dropped: the text --ginkgo.focus matches) -> passed|failed|skipped.
     ginkgo v2 writes <failure> (failed, timedout, aborted), <error> (panicked, interrupted) or
@@ -168,8 +174,7 @@ def parse_junit(path: Path) -> dict[str, str]:
         raise SetupError(f"the JUnit report {path} cannot be read: {e}") from None
     results: dict[str, str] = {}
     for case in root.iter("testcase"):
-        name = case.get("name", "").strip()
-        name = name[len("[It] "):] if name.startswith("[It] ") else name
+        name = case_name(case)
         if case.find("failure") is not None or case.find("error") is not None:
             state = "failed"
         elif case.find("skipped") is not None or case.get("status") in ("skipped", "pending"):

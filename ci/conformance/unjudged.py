@@ -18,6 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ci.critest import case_name
 from ci.errors import SetupError
 
 # runtimes that do not run the pause image's process as a workload (by their own design)
@@ -35,8 +36,7 @@ def spec_namespaces(junit: Path) -> dict[str, set[str]]:
         raise SetupError(f"the JUnit report {junit} cannot be read: {e}") from None
     out: dict[str, set[str]] = {}
     for case in root.iter("testcase"):
-        name = case.get("name", "").strip()
-        name = name[len("[It] "):] if name.startswith("[It] ") else name
+        name = case_name(case)
         text = "".join((case.findtext(tag) or "") for tag in ("system-err", "system-out"))
         out.setdefault(name, set()).update(_NAMESPACE.findall(text))
     return out
