@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ci import console
+from ci import console, usage
 from ci.errors import CIError, UsageError
 
 COMMANDS = {
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         console.error(f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
         return 2
+    if usage.asks_for_help(rest):
+        print(usage.text(name, COMMANDS[name][1]))
+        return 0
     try:
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)

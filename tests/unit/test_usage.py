@@ -1,0 +1,33 @@
+"""`python -m ci <command> --help` prints the options and does nothing else."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from ci import __main__ as cli
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_help_prints_the_options_before_any_work(command, monkeypatch, capsys):
+    def no_import(name, *a, **kw):
+        raise AssertionError(f"--help must not load {name}")
+
+    monkeypatch.setattr(importlib, "import_module", no_import)
+    assert cli.main([command, "--source", "x", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m ci {command} ")
+    assert "--runtime VALUE" in out and "REAPER_RUNTIME" in out and "one of auto|reaper|runc" in out
+
+
+def test_help_after_the_separator_is_pytests(monkeypatch):
+    reached = []
+    monkeypatch.setattr(importlib, "import_module", lambda name: reached.append(name) or type("M", (), {"main": staticmethod(lambda rest: 0)}))
+    assert cli.main(["k8s", "--", "--help"]) == 0
+    assert reached == ["ci.phases.k8s"]
+
+
+def test_conformance_help_names_its_own_options(capsys):
+    assert cli.main(["conformance", "-h"]) == 0
+    assert "--parallel VALUE" in capsys.readouterr().out
