@@ -1,17 +1,21 @@
-"""S49-S55: every code path (main, exec, with and without a terminal, attach) with the same
+"""S49-S55, S60: every code path (main, exec, with and without a terminal, attach) with the same
 expectations, and the whole exit range (docs/CONTRACT.md)."""
 
 from __future__ import annotations
 
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from k8s_suite import attach, edges, naming, podstate
+from k8s_suite import attach, edges, podstate
 from k8s_suite import manifests as m
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
+from k8s_suite.streams import WaitError
 
 EXIT_CODES = (0, 1, 2, 42, 126, 127, 128, 129, 200, 254, 255)
 EXEC_SIGNALS = {"TERM": 143, "KILL": 137, "USR1": 138}
+TYPED_EXIT = 30  # seconds from the end of the attach to the exit of the shell the attach typed `exit` into
 RUNS_AT_ONCE = 15  # seconds a one-line command may be seen running before it is judged not to end
 
 
@@ -142,3 +146,53 @@ def test_s55_argv_edges_on_every_path(kube):
     if main != want:
         problems.append(f"main container: got {main!r}")
     assert not problems, f"argv must arrive byte for byte as {want!r}: " + "; ".join(problems)
+
+
+def test_s60_main_container_with_a_terminal(kube):
+    """`tty: true` main containers (`kubectl run -it`): the same identity, env, cwd, streams and exit
+    status as without a terminal; output arrives whole (its unterminated last line too); what is typed
+    through `kubectl attach -it` reaches an interactive shell, whose `exit` ends the container."""
+    t, many = kube.token, 300
+    value = f"s60-{t}"
+    script = ('tty; id -u; id -g; id -G; pwd; printf "%s\\n" "$S60"; printf "%s-%s\\n" err ' + t + ' >&2; '
+              f'i=0; while [ $i -lt {many} ]; do echo line-$$i; i=$$((i+1)); done; printf last-{t}; exit 7')
+    plain = kube.container("main", sh(script), env={"S60": value}, working_dir="/tmp")
+    plain["tty"] = True
+    shell = kube.container("main", ["sh"])
+    shell.update({"tty": True, "stdin": True, "stdinOnce": True})
+    ids = {"runAsUser": 1000, "runAsGroup": 3000, "supplementalGroups": [4000]}
+    kube.create(kube.pod("tty", containers=[plain], pod_security=ids))
+    kube.create(kube.pod("runit", containers=[shell]))
+    problems = []
+    pod = kube.wait_exited(kube.name("tty"), require_zero=False)
+    code = (podstate.terminated(pod) or {}).get("exitCode")
+    log = [ln.rstrip("\r") for ln in kube.log_lines(kube.name("tty"))]
+    who = ["1000", "3000", "3000 4000", "/tmp", value, f"err-{t}"]
+    if code != 7:
+        problems.append(f"`tty: true` container `exit 7`: exitCode {code!r}")
+    if not log or not re.fullmatch(r"/dev/pts/\d+", log[0]) or log[1:7] != who:
+        problems.append(f"`tty: true` container: expected a /dev/pts/N line, then uid, gid, groups, cwd, env and the "
+                        f"stderr line {who}; got {log[:7]!r}")
+    output = [f"line-{i}" for i in range(many)] + [f"last-{t}"]
+    if log[7:] != output:
+        problems.append(f"`tty: true` container: expected {many} lines and an unterminated last-{t} after them; got "
+                        f"{len(log[7:])} line(s), ending {log[-2:]!r}")
+    runit = kube.name("runit")
+    kube.wait_running(runit)
+    typed = f"printf '%s-%s\\n' typed {t}; exit 5\n"
+    began = time.monotonic()
+    shown = attach.type_into(kube, runit, typed, lambda: podstate.all_exited(kube.get(runit)))
+    try:  # the attach ends with the terminal; the kubelet reports the exit a moment later
+        pod = kube.wait_exited(runit, timeout=TYPED_EXIT, require_zero=False)
+    except WaitError:
+        pod = kube.get(runit)
+    code = (podstate.terminated(pod) or {}).get("exitCode")
+    log = [ln.rstrip("\r") for ln in kube.log_lines(runit)]
+    if not podstate.all_exited(pod):
+        problems.append(f"`kubectl run -it` (stdin + tty, attached), typed {typed!r}: the shell still ran "
+                        f"{time.monotonic() - began:.0f}s later (the typed `exit 5` never reached it); terminal "
+                        f"{shown[-200:]!r}: {podstate.describe(pod)}")
+    elif code != 5 or f"typed-{t}" not in log:
+        problems.append(f"`kubectl run -it` (stdin + tty, attached), typed {typed!r}: expected the line typed-{t} in its "
+                        f"log and exit 5; got exit {code!r}, log {log[-5:]!r}, terminal {shown[-200:]!r}")
+    assert not problems, "; ".join(problems)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from k8s_suite import manifests as m
-from k8s_suite import naming, podstate
+from k8s_suite import naming, podstate, trees
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
 
@@ -92,19 +92,24 @@ def _init_states(pod: dict) -> str:
 
 
 def test_s37_active_deadline(kube, evidence):
-    seconds = naming.sleep_seconds(kube.token, "s37")
-    marker = kube.marker(["sleep", str(seconds)])
+    """activeDeadlineSeconds ends the whole tree: a child in the shell's process group and one in a
+    session of its own (:mod:`k8s_suite.trees`)."""
+    tree = trees.tree(kube, "s37")
     name = kube.name("deadline")
-    kube.create(kube.pod("deadline", sh(f"sleep {seconds} & sleep {seconds} & wait"), grace=2,
-                         spec_extra={"activeDeadlineSeconds": DEADLINE}))
+    kube.create(kube.pod("deadline", sh(tree.script()), grace=2, spec_extra={"activeDeadlineSeconds": DEADLINE}))
     node = kube.node_of(kube.wait(name, lambda p: bool(p and p.get("spec", {}).get("nodeName")), "scheduled",
                                   T.POD_START))
-    before = kube.wait_processes(node, marker, "the process tree started", lambda n: n >= 2)
+    before = trees.wait_started(kube, node, tree)
     evidence.append("before the deadline:\n" + "\n".join(p.line() for p in before))
+    # the processes first: they are the runtime's part (the kubelet kills the pod at the deadline with
+    # its 2 s grace period); a tree that outlives it keeps the container running, so the phase waits forever
+    bound = DEADLINE + 2 + T.NODE_PROCESS
+    left = trees.wait_gone(kube, node, tree, timeout=bound)
+    assert not left, (f"processes of the pod live on {bound}s after its children started, past its activeDeadlineSeconds "
+                      f"({DEADLINE}s) and grace period (2s): {trees.describe(left)}: {podstate.describe(kube.get(name))}")
     pod = kube.wait_phase(name, "Failed", timeout=DEADLINE + T.POD_FINISH)
     reason = pod["status"].get("reason")
     assert reason == "DeadlineExceeded", f"status.reason: expected DeadlineExceeded, got {reason!r}: {podstate.describe(pod)}"
-    kube.wait_processes(node, marker, "every process of the tree gone after DeadlineExceeded", lambda n: n == 0)
 
 
 def _ready(pod: dict | None) -> bool:

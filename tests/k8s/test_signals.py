@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate
+from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate, trees
 from k8s_suite import timeouts as T
 from k8s_suite.kube import failing_with, log_lines, without_stream_end_error
 from k8s_suite.manifests import sh
@@ -63,20 +63,22 @@ def test_s11_sigterm_graceful(kube):
 
 @pytest.mark.slow
 def test_s12_process_group_kill(kube, evidence):
-    seconds = naming.sleep_seconds(kube.token, "s12")
-    marker = ["sleep", str(seconds)]
+    """Deleting a pod ends its whole tree: a child in the shell's process group and one that left it
+    (setsid): :mod:`k8s_suite.trees`."""
+    tree = trees.tree(kube, "s12")
     name = kube.name("pgkill")
-    kube.marker(marker)
-    kube.create(kube.pod("pgkill", sh(f"sleep {seconds} & sleep {seconds} & wait"), grace=5))
+    kube.create(kube.pod("pgkill", sh(tree.script()), grace=5))
     pod = kube.wait_running(name)
     node = kube.node_of(pod)
-    before = kube.wait_processes(node, marker, "both children started", lambda n: n >= 2)
+    before = trees.wait_started(kube, node, tree)
     evidence.append("before delete:\n" + "\n".join(p.line() for p in before))
     # proven to run on the runtime under test (the children's parent chain, or the runtime's log)
     print(kube.runtime_evidence(kube.get(name), [p.pid for p in before]))
     kube.delete_pod(name)
+    left = trees.wait_gone(kube, node, tree, timeout=5 + T.NODE_PROCESS)
+    assert not left, (f"processes of the deleted pod live on {5 + T.NODE_PROCESS}s after its delete (grace 5s): "
+                      f"{trees.describe(left)}")
     kube.wait_gone(name, timeout=T.POD_DELETE)
-    kube.wait_processes(node, marker, "children gone after the pod was deleted", lambda n: n == 0)
 
 
 def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_PODS_GONE) -> list[dict]:

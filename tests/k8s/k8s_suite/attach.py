@@ -28,10 +28,14 @@ def open_stream(kube: Any, method: str, name: str, container: str | None, timeou
         raise AssertionError(f"{what}: could not connect: {_short(e)}") from None
 
 
-def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str, echoed: str | None = None) -> None:
-    """Write ``stdin`` (None: nothing, stdin stays as it is) and close it, then wait for the streams to
-    end; ``echoed``: text whose return on stdout makes the end due within EOF_SETTLE seconds."""
-    if stdin is not None:
+def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str, echoed: str | None = None,
+                  close: bool = True) -> None:
+    """Write ``stdin`` (None: nothing, stdin stays as it is) and close it (``close``; a terminal's user
+    does not: containerd hangs the terminal up when its stdin ends), then wait for the streams to end;
+    ``echoed``: text whose return on stdout makes the end due within EOF_SETTLE seconds."""
+    if stdin is not None and not close:
+        ws.write_stdin(stdin)
+    elif stdin is not None:
         if ws.subprotocol != V5_CHANNEL_PROTOCOL:
             raise InfrastructureError(f"{what}: the API server answered stream protocol {ws.subprotocol!r}, which "
                                       f"cannot close stdin (needs {V5_CHANNEL_PROTOCOL})")
@@ -65,5 +69,22 @@ def send_and_close(kube: Any, name: str, data: str, container: str | None = None
                      stdin=True, stdout=True, stderr=True, tty=False)
     try:
         feed_and_wait(ws, data, timeout, what, echoed=data if echoed else None)
+    finally:
+        ws.close()
+
+
+def type_into(kube: Any, name: str, text: str, done: Any, timeout: float = T.EXEC) -> str:
+    """``kubectl attach -it`` (``kubectl run -it``): write ``text`` to the terminal of ``name``'s
+    container and keep the stream open (read each second) until ``done()``, ``timeout`` or the
+    stream's end; what the terminal showed meanwhile."""
+    what = f"attach with a terminal to {kube.ns}/{name}"
+    ws = open_stream(kube, "connect_get_namespaced_pod_attach", name, None, timeout, what,
+                     stdin=True, stdout=True, stderr=False, tty=True)
+    try:
+        ws.write_stdin(text)
+        began = time.monotonic()
+        while ws.is_open() and not done() and time.monotonic() - began < timeout:
+            ws.update(timeout=1)
+        return ws.read_channel(1)
     finally:
         ws.close()

@@ -250,16 +250,17 @@ class Kube:
         return LogFollower(self.ctx, self.ns, name, container, timeout).start()
 
     def exec(self, name: str, argv: Sequence[str], container: str | None = None, timeout: float = T.EXEC, *,
-             stdin: str | None = None, tty: bool = False) -> ExecResult:
+             stdin: str | None = None, tty: bool = False, typed: bool = False) -> ExecResult:
         """Run ``argv`` in the container and wait for it to end. ``stdin``: written, then the stdin
-        channel is closed (the v5 stream protocol's half-close, as ``kubectl exec -i`` does); ``tty``:
-        a terminal (stderr is merged into it)."""
+        channel is closed (the v5 stream protocol's half-close, as ``kubectl exec -i`` does), unless
+        ``typed`` (what a user types: the stream stays open until the process ends); ``tty``: a
+        terminal (stderr is merged into it)."""
         kw: dict[str, Any] = dict(command=list(argv), stderr=not tty, stdin=stdin is not None or tty, stdout=True,
                                   tty=tty)
         what = f"exec {list(argv)} in {self.ns}/{name}"
         ws = attach.open_stream(self, "connect_get_namespaced_pod_exec", name, container, timeout, what, **kw)
         try:
-            attach.feed_and_wait(ws, stdin, timeout, what)
+            attach.feed_and_wait(ws, stdin, timeout, what, close=not typed)
             out, err, raw = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
         finally:
             ws.close()

@@ -1,0 +1,70 @@
+"""A pod's process tree with a child in the shell's process group and one in a session of its own.
+
+Kubernetes ends a container as a whole (runc: every process of its cgroup, the PID namespace's
+init first); a runtime that signals only the container's process group (``kill(-pgid)``) misses a
+child that called ``setsid`` (a daemon, ``nohup setsid``, a supervisor's worker). S12, S32 and S37
+end such a tree three ways (delete, SIGKILL after the grace period, activeDeadlineSeconds) and
+require every child gone: each child has its own ``sleep N`` marker, so what is left is named.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from k8s_suite import naming, nodeproc
+from k8s_suite import timeouts as T
+from k8s_suite.streams import WaitError
+
+WHAT = {"group": "the child in the shell's process group",
+        "setsid": "the child in a session of its own (setsid)"}
+
+
+@dataclass(frozen=True)
+class Tree:
+    markers: dict[str, list[str]]  # WHAT key -> the child's command line (``sleep N``)
+
+    def script(self, prefix: str = "") -> str:
+        """``[prefix; ]sleep A & setsid sleep B & wait``: the shell waits for both children."""
+        g, s = (" ".join(self.markers[k]) for k in ("group", "setsid"))
+        return f"{prefix + '; ' if prefix else ''}{g} & setsid {s} & wait"
+
+
+def tree(kube, sid: str) -> Tree:
+    """The tree of scenario ``sid``, its markers registered (a child left after the scenario is its leak)."""
+    return Tree({k: kube.marker(["sleep", str(naming.sleep_seconds(kube.token, f"{sid}-{k}"))]) for k in WHAT})
+
+
+def wait_started(kube, node: str, t: Tree) -> list[nodeproc.Proc]:
+    """Until each child runs once; the setsid child must lead its own session (ps STAT ``s``) and the
+    other must not, or the scenario would not test what it names."""
+    deadline = time.monotonic() + T.NODE_PROCESS
+    while True:
+        procs = kube.ctx.ps(node)
+        found = {k: nodeproc.with_args(procs, argv) for k, argv in t.markers.items()}
+        if all(len(v) == 1 for v in found.values()):
+            break
+        if time.monotonic() > deadline:
+            raise WaitError(f"node {node}: the process tree did not start within {T.NODE_PROCESS}s: "
+                            + "; ".join(f"{WHAT[k]}: {len(v)} `{' '.join(t.markers[k])}`" for k, v in found.items()))
+        time.sleep(0.25)
+    leads = {k: "s" in v[0].stat for k, v in found.items()}
+    assert leads == {"group": False, "setsid": True}, (
+        f"node {node}: expected only the setsid child to lead a session (ps STAT 's'): "
+        + "; ".join(f"{WHAT[k]}: {v[0].line()}" for k, v in found.items()))
+    return [p for v in found.values() for p in v]
+
+
+def wait_gone(kube, node: str, t: Tree, timeout: float) -> dict[str, list[nodeproc.Proc]]:
+    """Until no child is left, or ``timeout``: the children still there (empty: all gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = kube.ctx.ps(node)
+        left = {k: found for k, argv in t.markers.items() if (found := nodeproc.with_args(procs, argv))}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.25)
+
+
+def describe(left: dict[str, list[nodeproc.Proc]]) -> str:
+    return "; ".join(f"{WHAT[k]} ({', '.join(p.line().strip() for p in procs)})" for k, procs in left.items())
