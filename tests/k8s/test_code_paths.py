@@ -196,3 +196,51 @@ def test_s60_main_container_with_a_terminal(kube):
         problems.append(f"`kubectl run -it` (stdin + tty, attached), typed {typed!r}: expected the line typed-{t} in its "
                         f"log and exit 5; got exit {code!r}, log {log[-5:]!r}, terminal {shown[-200:]!r}")
     assert not problems, "; ".join(problems)
+
+
+def test_s61_binary_data_on_every_stream(kube):
+    """Binary data byte for byte: exec stdin to stdout (`head -c N`) and to stderr (`head -c N >&2`),
+    and a main container's stdout into its log."""
+    data = edges.binary(kube.token)
+    # busybox printf: \\NNN octal escapes, NUL included; the kubelet leaves no `$(` to expand here
+    every = edges.PRINTF_EVERY_BYTE
+    name = kube.name("bin")
+    kube.create(kube.pod("bin", sh(f"i=0; while [ $i -lt 64 ]; do printf '{every}'; i=$$((i+1)); done; "
+                                   f"printf tail-{kube.token}")))
+    sleeper, _, _ = kube.sleeping_pod("exec")
+    problems = []
+    # `head -c N` ends after N bytes: stdin stays open (end of file is S30's check, not this one's)
+    n = len(data)
+    for what, argv, stream in ((f"exec `head -c {n}`, stdout", ["head", "-c", str(n)], "stdout"),
+                               (f"exec `head -c {n} >&2`, stderr", ["/bin/sh", "-c", f"head -c {n} >&2"], "stderr")):
+        res = kube.exec(sleeper, argv, stdin=data, typed=True)
+        got, other = (res.stdout, res.stderr) if stream == "stdout" else (res.stderr, res.stdout)
+        if res.exit_code != 0 or got != data or other:
+            problems.append(f"{what}: {len(data)} bytes in, {len(got)} back (first difference at "
+                            f"{edges.byte_difference(got, data)}), {len(other)} on the other stream, exit {res.exit_code!r}")
+    kube.wait_exited(name)
+    log = kube.ctx.logs(kube.ns, name, raw=True)
+    if log != data:
+        problems.append(f"main container's log: {len(data)} bytes printed, {len(log)} in the log (first difference at "
+                        f"{edges.byte_difference(log, data)})")
+    assert not problems, "binary data must arrive byte for byte: " + "; ".join(problems)
+
+
+def test_s62_no_descriptor_of_the_runtime_reaches_the_workload(kube):
+    """The workload's open descriptors are its three streams and nothing else, on every path (main
+    container and exec, each with and without a terminal): a runtime's state file, log, socket, pipe
+    or terminal master must not leak."""
+    mains = {"main container": "fds", "main container with a terminal": "fdstty"}
+    for what in mains.values():
+        c = kube.container("main", sh(edges.FDS.replace("$", "$$")))  # the kubelet turns "$$" into "$"
+        c["tty"] = what == "fdstty"
+        kube.create(kube.pod(what, containers=[c]))
+    sleeper, _, _ = kube.sleeping_pod("exec")
+    listing = ["/bin/sh", "-c", edges.FDS]
+    got = {"exec": edges.descriptors(kube.exec(sleeper, listing).stdout.splitlines()),
+           "exec with a terminal": edges.descriptors(kube.exec(sleeper, listing, tty=True).stdout.splitlines())}
+    for path, what in mains.items():
+        kube.wait_exited(kube.name(what))
+        got[path] = edges.descriptors(kube.log_lines(kube.name(what)))
+    problems = [f"{what}: {fds!r}" for what, fds in got.items() if sorted(fds) != [0, 1, 2]]
+    assert not problems, "the workload must hold only its descriptors 0, 1 and 2: " + "; ".join(problems)

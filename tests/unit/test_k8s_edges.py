@@ -52,3 +52,36 @@ def test_token_pod_reads_the_bound_token_claims():
     assert edges.token_pod(_jwt({"sub": "x"})) == (None, None)
     with pytest.raises(ValueError, match="not a JWT"):
         edges.token_pod("abc")
+
+
+def test_printf_every_byte_prints_bytes_0_to_255_in_a_real_shell():
+    proc = subprocess.run(["/bin/sh", "-c", f"printf '{edges.PRINTF_EVERY_BYTE}'; printf tail-t0"], capture_output=True,
+                          check=True)
+    assert proc.stdout == bytes(range(256)) + b"tail-t0"
+    assert edges.binary("t0") == bytes(range(256)) * 64 + b"tail-t0"
+
+
+def test_byte_difference_names_the_first_differing_byte():
+    assert edges.byte_difference(b"abc", b"abc") == "none"
+    assert edges.byte_difference(b"abXd", b"abcd") == "byte 2: b'abXd' vs b'abcd'"
+    assert edges.byte_difference(b"ab", b"abc") == "byte 2: b'ab' vs b'abc'"
+    assert edges.byte_difference(b"", b"\x00") == "byte 0: b'' vs b'\\x00'"
+
+
+def test_descriptors_reads_ls_of_proc_fd():
+    lines = ["total 0", "lrwx------    1 root     root    64 Dec  4 16:20 0 -> /dev/pts/0\r",
+             "l-wx------    1 root     root    64 Dec  4 16:20 1 -> pipe:[123]", "lr-x------ 1 root root 64 Dec 4 12 -> /tmp"]
+    assert edges.descriptors(lines) == {0: "/dev/pts/0", 1: "pipe:[123]", 12: "/tmp"}
+
+
+def test_fds_script_lists_only_the_shells_own_descriptors_in_a_real_shell():
+    """A process started with its three streams only: the listing adds none of its own (it runs in a child)."""
+    proc = subprocess.run(["/bin/sh", "-c", edges.FDS], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          check=True)
+    assert sorted(edges.descriptors(proc.stdout.splitlines())) == [0, 1, 2], proc.stdout
+    with open("/dev/null") as extra:  # an inherited descriptor is listed
+        fd = extra.fileno()
+        proc = subprocess.run(["/bin/sh", "-c", edges.FDS], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=True, pass_fds=(fd,))
+    assert edges.descriptors(proc.stdout.splitlines()).get(fd) == "/dev/null", proc.stdout
+    assert sorted(edges.descriptors(proc.stdout.splitlines())) == [0, 1, 2, fd], proc.stdout

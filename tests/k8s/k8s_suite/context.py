@@ -109,9 +109,9 @@ class RunContext:
                                                      _request_timeout=T.LOG_REQUEST)).get("items", [])
 
     def logs(self, ns: str, name: str, container: str | None = None, *, tail: int | None = None,
-             previous: bool = False, timeout: float = T.LOG_REQUEST) -> str:
+             previous: bool = False, timeout: float = T.LOG_REQUEST, raw: bool = False) -> str | bytes:
         """The container's log, exactly as stored (stdout and stderr interleaved); ``previous``: the
-        log of its run before the last restart."""
+        log of its run before the last restart; ``raw``: its bytes, not decoded."""
         kw: dict[str, Any] = dict(_preload_content=False, _request_timeout=timeout)
         if previous:
             kw["previous"] = True
@@ -120,7 +120,7 @@ class RunContext:
         if tail is not None:
             kw["tail_lines"] = tail
         resp = self.core.read_namespaced_pod_log(name, ns, **kw)
-        return resp.data.decode("utf-8", "replace")
+        return resp.data if raw else resp.data.decode("utf-8", "replace")
 
     # the one wait helper -----------------------------------------------------------------------
     def wait_pod(self, ns: str, name: str, done: podstate.Condition, what: str, timeout: float,

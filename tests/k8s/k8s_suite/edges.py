@@ -75,3 +75,34 @@ def token_pod(token: str) -> tuple[str | None, str | None]:
     """(namespace, pod name) a bound service-account token was issued for."""
     claims = jwt_claims(token).get("kubernetes.io") or {}
     return claims.get("namespace"), (claims.get("pod") or {}).get("name")
+
+
+# --- binary data and descriptors (S61, S62) ------------------------------------------------------------
+
+PRINTF_EVERY_BYTE = "".join(f"\\{i:03o}" for i in range(256))  # a printf format printing bytes 0..255
+FDS = "ls -l /proc/$$/fd; exit 0"  # the shell's descriptors, listed by a child (not last: the shell forks for it)
+
+
+def binary(token: str) -> bytes:
+    """Every byte value 64 times (NUL, CR, LF, ESC, invalid UTF-8 included), then an unterminated tail:
+    what ``printf PRINTF_EVERY_BYTE`` 64 times and ``printf tail-<token>`` print."""
+    return bytes(range(256)) * 64 + f"tail-{token}".encode()
+
+
+def byte_difference(got: bytes, want: bytes) -> str:
+    """Where two byte strings first differ, with a little context: "none" when equal."""
+    i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    if i == len(got) == len(want):
+        return "none"
+    return f"byte {i}: {got[max(0, i - 8):i + 8]!r} vs {want[max(0, i - 8):i + 8]!r}"
+
+
+def descriptors(lines: Sequence[str]) -> dict[int, str]:
+    """``ls -l /proc/N/fd`` lines (``lrwx------ … 0 -> /dev/null``, a terminal's ``\\r`` too) ->
+    {descriptor: target}; other lines (``total 0``) are ignored."""
+    out = {}
+    for ln in lines:
+        left, sep, target = ln.rstrip("\r").partition(" -> ")
+        if sep and left.split() and left.split()[-1].isdigit():
+            out[int(left.split()[-1])] = target
+    return out

@@ -250,13 +250,13 @@ class Kube:
         return LogFollower(self.ctx, self.ns, name, container, timeout).start()
 
     def exec(self, name: str, argv: Sequence[str], container: str | None = None, timeout: float = T.EXEC, *,
-             stdin: str | None = None, tty: bool = False, typed: bool = False) -> ExecResult:
+             stdin: str | bytes | None = None, tty: bool = False, typed: bool = False) -> ExecResult:
         """Run ``argv`` in the container and wait for it to end. ``stdin``: written, then the stdin
         channel is closed (the v5 stream protocol's half-close, as ``kubectl exec -i`` does), unless
         ``typed`` (what a user types: the stream stays open until the process ends); ``tty``: a
-        terminal (stderr is merged into it)."""
+        terminal (stderr is merged into it). Bytes on stdin: the streams are bytes too (binary frames)."""
         kw: dict[str, Any] = dict(command=list(argv), stderr=not tty, stdin=stdin is not None or tty, stdout=True,
-                                  tty=tty)
+                                  tty=tty, binary=isinstance(stdin, bytes))
         what = f"exec {list(argv)} in {self.ns}/{name}"
         ws = attach.open_stream(self, "connect_get_namespaced_pod_exec", name, container, timeout, what, **kw)
         try:
@@ -264,7 +264,7 @@ class Kube:
             out, err, raw = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
         finally:
             ws.close()
-        status, code, message = parse_exec_status(raw)
+        status, code, message = parse_exec_status(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
         return ExecResult(tuple(argv), out, err, status, code, message)
 
     # delete ------------------------------------------------------------------------------------
