@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         console.error(f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
         return 2
-    if usage.asks_for_help(rest):
+    if usage.asks_for_help(rest) and name not in usage.OWN_HELP:
         print(usage.text(name, COMMANDS[name][1]))
         return 0
     try:

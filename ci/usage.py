@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ci.config import OPTIONS
 
+OWN_HELP = {"phase1"}  # commands that print a help of their own (every option explained)
 EXTRA = {  # options a command parses itself, besides the shared ones
     "conformance": (("--parallel", "REAPER_CONFORMANCE_PARALLEL", "4"), ("--focus", "", None)),
     "critest": (("--parallel", "", None), ("--focus", "", None)),

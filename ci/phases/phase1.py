@@ -316,6 +316,8 @@ usage: python -m ci phase1 [options] [pytest args]     (nox -s phase1 -- [option
   --state-env N=rel,...   variables pointing into each binary's own scratch folder (REAPER_CI_STATE_ENV;
                           default reaper's REAPER_OVERLAY_BASE/NS/LOCK and REAPER_FILTER_DIR)
   --test-jobs N           test binaries at once (REAPER_TEST_JOBS; default 4 with private namespaces, else 1)
+  --test-threads N        libtest threads per test binary (REAPER_TEST_THREADS, RUST_TEST_THREADS; default 8;
+                          RUST_TEST_THREADS already set wins)
   --serial-targets A,B    targets that must run alone, nothing else at the same time (REAPER_SERIAL_TARGETS)
   --no-private-ns         run test binaries on the host: what they leave in the private paths is named, not
                           removed (REAPER_CI_NO_PRIVATE_NS=1; always so without root)

@@ -7,9 +7,10 @@ import importlib
 import pytest
 
 from ci import __main__ as cli
+from ci import usage
 
 
-@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+@pytest.mark.parametrize("command", sorted(set(cli.COMMANDS) - usage.OWN_HELP))
 def test_help_prints_the_options_before_any_work(command, monkeypatch, capsys):
     def no_import(name, *a, **kw):
         raise AssertionError(f"--help must not load {name}")
@@ -31,3 +32,9 @@ def test_help_after_the_separator_is_pytests(monkeypatch):
 def test_conformance_help_names_its_own_options(capsys):
     assert cli.main(["conformance", "-h"]) == 0
     assert "--parallel VALUE" in capsys.readouterr().out
+
+
+def test_a_command_with_its_own_help_prints_it(capsys):
+    assert cli.main(["phase1", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m ci phase1") and "-k integration_io" in out and "--test-threads N" in out
