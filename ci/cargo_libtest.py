@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ci.cargo_proc import _describe_exit, _processes_under, _stream, _terminate, bootstrap_env
+from ci.cargo_proc import _describe_exit, processes_under, _stream, terminate, bootstrap_env
 from ci.cargo import Target
 from ci.hostguard import HostGuard, attribute
 
@@ -239,21 +239,21 @@ def run_target(
     ``host_leftovers``, and the single tests that leave it are found by running each alone.
     """
     echo = echo or (lambda s: None)
-    before = _processes_under(leftovers_under) if leftovers_under else {}
+    before = processes_under(leftovers_under) if leftovers_under else {}
     run = guard.start(target.id) if guard else None
     result = _run_target(target, run.env(env) if run else env, timeout, raw_log, echo, cargo, workspace_root, shim_dir,
                          run.wrap if run else list)
     if run:
         _guarded(result, target, run.finish(), guard, env, echo)
     if leftovers_under:
-        left = {pid: cmd for pid, cmd in _processes_under(leftovers_under).items() if pid not in before}
+        left = {pid: cmd for pid, cmd in processes_under(leftovers_under).items() if pid not in before}
         if left:
             result.leftovers = [f"{pid} {cmd}" for pid, cmd in sorted(left.items())]
             action = "terminated" if kill_leftovers else "left running (targets run in parallel)"
             echo(f"    {target.id} left {len(left)} process(es) running; {action}:\n")
             echo("".join(f"      {line}\n" for line in result.leftovers))
             if kill_leftovers:
-                _terminate(list(left))
+                terminate(list(left))
     return result
 
 

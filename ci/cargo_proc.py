@@ -138,7 +138,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _processes_under(root: Path) -> dict[int, str]:
+def processes_under(root: Path) -> dict[int, str]:
     """Live processes (not zombies) whose executable lies under ``root``: pid -> command line."""
     found: dict[int, str] = {}
     root = root.resolve()
@@ -159,7 +159,7 @@ def _processes_under(root: Path) -> dict[int, str]:
     return found
 
 
-def _terminate(pids: Sequence[int], grace: float = KILL_GRACE) -> None:
+def terminate(pids: Sequence[int], grace: float = KILL_GRACE) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds, each pid (not process groups)."""
     for pid in pids:
         try:

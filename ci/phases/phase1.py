@@ -21,6 +21,7 @@ Files in ``<artifacts>``: ``phase1.log`` (all cargo and test output), ``phase1-j
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -35,8 +36,7 @@ from ci import config as config_mod
 from ci import console, phase1_report
 from ci.cargo_env import package_env, sysroot_libs
 from ci.cargo_libtest import TargetResult
-from ci.cargo_proc import _processes_under, _terminate
-from ci.cargo_proc import write_shims
+from ci.cargo_proc import processes_under, terminate, write_shims
 from ci.config import DEFAULT_REQUIRED_TARGETS, REPO_ROOT, Config
 from ci.errors import CIError, UsageError
 from ci.hostguard import HostGuard
@@ -134,7 +134,7 @@ def run(cfg: Config) -> int:
         console.info(f"host guard: {guard.describe()}; {n_jobs} test binar{'ies' if n_jobs > 1 else 'y'} at once"
                      + (f"; alone: {', '.join(cfg.serial_targets)}" if cfg.serial_targets else ""))
         made = guard.prepare()
-        before = _processes_under(ws.target_directory)
+        before = processes_under(ws.target_directory)
         try:
             rc = _pytest(cfg, paths, n_jobs)
         finally:
@@ -188,17 +188,15 @@ def _end_strays(target_dir: Path, before: dict[int, str]) -> list[str]:
     left: a test's daemon that left both the guard's mount namespace and its session (reaper-runtime
     joins reaper's own overlay namespace) escapes the per-target scan. Looked for once every target
     has ended (so none is another target's live work), reported, and ended."""
-    left = {pid: cmd for pid, cmd in _processes_under(target_dir).items() if pid not in before}
+    left = {pid: cmd for pid, cmd in processes_under(target_dir).items() if pid not in before}
     if left:
         console.error(f"phase1: {len(left)} process(es) of the workspace's binaries outlived every test target; "
                       "ending them: " + "; ".join(f"{p} {c[:120]}" for p, c in sorted(left.items())[:5]))
-        _terminate(list(left))
+        terminate(list(left))
     return [f"{pid} {cmd}" for pid, cmd in sorted(left.items())]
 
 
 def _durations_file(cfg: Config, ws: cargo_mod.Workspace) -> Path:
-    import hashlib
-
     return cfg.cache_dir / "phase1-durations" / f"{hashlib.sha256(str(ws.root).encode()).hexdigest()[:16]}.json"
 
 

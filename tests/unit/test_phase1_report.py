@@ -153,7 +153,7 @@ def test_phase1_ends_the_workspace_processes_its_targets_left(tmp_path, monkeypa
     from ci.phases import phase1
 
     ended = []
-    monkeypatch.setattr(phase1, "_processes_under", lambda root: {1: "old", 2: "new daemon"})
-    monkeypatch.setattr(phase1, "_terminate", lambda pids: ended.extend(pids))
+    monkeypatch.setattr(phase1, "processes_under", lambda root: {1: "old", 2: "new daemon"})
+    monkeypatch.setattr(phase1, "terminate", lambda pids: ended.extend(pids))
     assert phase1._end_strays(tmp_path, {1: "old"}) == ["2 new daemon"] and ended == [2]
     assert phase1._end_strays(tmp_path, {1: "old", 2: "new daemon"}) == [] and ended == [2]
