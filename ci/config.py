@@ -190,6 +190,12 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+# options a command parses itself, besides OPTIONS (its parser and `python -m ci <command> --help` read them here)
+COMMAND_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "conformance": (Option("--parallel", "REAPER_CONFORMANCE_PARALLEL", "4"), Option("--focus", "")),
+    "critest": (Option("--parallel", "", "1"), Option("--focus", "")),
+}
+
 def _parser(prog: str, actions: Sequence[str] = ()) -> _Parser:
     p = _Parser(prog=prog, add_help=False, allow_abbrev=False)
     for o in OPTIONS:

@@ -7,13 +7,9 @@ pytest where it runs pytest.
 
 from __future__ import annotations
 
-from ci.config import OPTIONS
+from ci.config import COMMAND_OPTIONS, OPTIONS
 
 OWN_HELP = {"phase1"}  # commands that print a help of their own (every option explained)
-EXTRA = {  # options a command parses itself, besides the shared ones
-    "conformance": (("--parallel", "REAPER_CONFORMANCE_PARALLEL", "4"), ("--focus", "", None)),
-    "critest": (("--parallel", "", None), ("--focus", "", None)),
-}
 
 
 def asks_for_help(args: list[str]) -> bool:
@@ -23,8 +19,8 @@ def asks_for_help(args: list[str]) -> bool:
 
 
 def text(command: str, doc: str) -> str:
-    rows = [(o.flag + ("" if o.switch else " VALUE"), o.env, o.default, o.choices) for o in OPTIONS]
-    rows += [(flag + " VALUE", env, default, ()) for flag, env, default in EXTRA.get(command, ())]
+    rows = [(o.flag + ("" if o.switch else " VALUE"), o.env, o.default, o.choices)
+            for o in (*OPTIONS, *COMMAND_OPTIONS.get(command, ()))]
     width = max(len(r[0]) for r in rows)
     lines = [f"usage: python -m ci {command} [options] [-- pytest arguments]  (nox -s {command} -- [options])",
              "", doc, "", "options (each also read from its environment variable; a flag wins):"]

@@ -41,10 +41,11 @@ class _Parser(argparse.ArgumentParser):
 
 def options(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str | None, list[str]]:
     p = _Parser(prog="conformance", add_help=False, allow_abbrev=False)
-    p.add_argument("--parallel")
-    p.add_argument("--focus")
+    parallel, focus = config_mod.COMMAND_OPTIONS["conformance"]
+    p.add_argument(parallel.flag)
+    p.add_argument(focus.flag)
     ns, rest = p.parse_known_args(list(argv))
-    raw = ns.parallel or env.get("REAPER_CONFORMANCE_PARALLEL") or "4"
+    raw = ns.parallel or env.get(parallel.env) or parallel.default
     if not raw.isdigit() or not 1 <= int(raw) <= 16:
         raise UsageError(f"conformance: --parallel {raw}: a whole number from 1 to 16")
     return int(raw), ns.focus, rest

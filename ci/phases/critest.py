@@ -50,13 +50,14 @@ def options(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Options, list[
     critest builds no runtime, so it needs no Cargo workspace (``--source``)."""
     p = _Parser(prog="critest", add_help=False, allow_abbrev=False)
     p.add_argument("--runtime", choices=("auto", "reaper", "runc"))
-    p.add_argument("--parallel")
-    p.add_argument("--focus")
+    parallel_opt, focus_opt = config_mod.COMMAND_OPTIONS["critest"]
+    p.add_argument(parallel_opt.flag)
+    p.add_argument(focus_opt.flag)
     ns, rest = p.parse_known_args(list(argv))
     runtime = ns.runtime or env.get("REAPER_RUNTIME") or "auto"
     if runtime not in ("auto", "reaper", "runc"):
         raise UsageError(f"critest: REAPER_RUNTIME={runtime!r}: expected one of auto, reaper, runc")
-    parallel = 1
+    parallel = int(parallel_opt.default)
     if ns.parallel is not None:
         if not ns.parallel.isdigit() or int(ns.parallel) < 1:
             raise UsageError(f"critest: --parallel {ns.parallel}: must be a whole number, 1 or more")

@@ -29,9 +29,12 @@ def test_help_after_the_separator_is_pytests(monkeypatch):
     assert reached == ["ci.phases.k8s"]
 
 
-def test_conformance_help_names_its_own_options(capsys):
-    assert cli.main(["conformance", "-h"]) == 0
-    assert "--parallel VALUE" in capsys.readouterr().out
+@pytest.mark.parametrize("command,env,default", [("conformance", "REAPER_CONFORMANCE_PARALLEL", "4"),
+                                                 ("critest", "-", "1")])
+def test_a_commands_own_options_are_in_its_help_as_its_parser_reads_them(command, env, default, capsys):
+    assert cli.main([command, "-h"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+    assert ["--parallel", "VALUE", env, "default", default] in rows and ["--focus", "VALUE", "-"] in rows
 
 
 def test_a_command_with_its_own_help_prints_it(capsys):
