@@ -113,17 +113,16 @@ def test_s32_grace_period_ends_in_sigkill(kube, evidence):
     evidence.append("before delete:\n" + "\n".join(p.line() for p in before))
     asked = time.monotonic()
     kube.delete_pod(name, grace=grace)
-    left, gone_at = {}, {}
+    gone_at: dict[str, float] = {}
     deadline = asked + grace + GRACE_SLACK
     while True:  # when each child went (the table is polled, so a time is at most one poll late)
-        left = trees.wait_gone(kube, node, tree, timeout=0)
+        left = trees.left(kube, node, tree)
         now = time.monotonic()
-        for k in tree.markers:
-            if k not in left:
-                gone_at.setdefault(k, now - asked)
+        for k in tree.markers.keys() - left.keys():
+            gone_at.setdefault(k, now - asked)
         if not left or now > deadline:
             break
-        time.sleep(0.25)
+        time.sleep(0.25)  # poll interval until the deadline
     print(f"TERM-ignoring tree (grace {grace}s): " + ", ".join(f"{trees.WHAT[k]} gone {t:.1f}s after the delete"
                                                                for k, t in sorted(gone_at.items())))
     assert not left, (

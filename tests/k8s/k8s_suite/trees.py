@@ -55,15 +55,18 @@ def wait_started(kube, node: str, t: Tree) -> list[nodeproc.Proc]:
     return [p for v in found.values() for p in v]
 
 
+def left(kube, node: str, t: Tree) -> dict[str, list[nodeproc.Proc]]:
+    """The children on the node now (empty: all gone)."""
+    procs = kube.ctx.ps(node)
+    return {k: found for k, argv in t.markers.items() if (found := nodeproc.with_args(procs, argv))}
+
+
 def wait_gone(kube, node: str, t: Tree, timeout: float) -> dict[str, list[nodeproc.Proc]]:
     """Until no child is left, or ``timeout``: the children still there (empty: all gone)."""
     deadline = time.monotonic() + timeout
-    while True:
-        procs = kube.ctx.ps(node)
-        left = {k: found for k, argv in t.markers.items() if (found := nodeproc.with_args(procs, argv))}
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.25)
+    while (there := left(kube, node, t)) and time.monotonic() <= deadline:
+        time.sleep(0.25)  # poll interval until the deadline
+    return there
 
 
 def describe(left: dict[str, list[nodeproc.Proc]]) -> str:
