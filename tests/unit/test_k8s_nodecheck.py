@@ -3,6 +3,9 @@ containerd's records, leak evaluation, zombies under reapers, sandbox readiness.
 
 import base64
 import json
+import os
+import shutil
+import subprocess
 
 import _k8s_path  # noqa: F401
 import pytest
@@ -252,3 +255,53 @@ def test_an_orphaned_runtime_process_is_conclusive_a_shim_is_not():
     assert invariants.Leaks(processes=got[:1]).conclusive
     assert not invariants.Leaks(processes=got[:2]).conclusive  # its parent may still stop it
     assert not invariants.Leaks(processes=got[:1], shims=["shim 9"]).conclusive
+
+
+def test_a_process_in_a_namespace_bound_to_a_file_does_not_make_its_mounts_wait():
+    # reaper keeps its overlay namespace bound at a file: a workload of another pod in it is not
+    # what keeps the mount, so the leak is as final as one only the file keeps
+    procs = _procs(["2246 1 S sleep 754864"])
+    got = invariants.leaked_mounts("2246@/run/reaper/shared-mnt-ns: 119 74 0:41 /x /s05 rw\n", procs)
+    assert got == ["119 74 0:41 /x /s05 rw  [in the mount namespace bound at /run/reaper/shared-mnt-ns, "
+                   "pid 2246 (sleep 754864) in it]"]
+    assert invariants.Leaks(mounts=got).confirm_after(2, 10) == 2
+    held = invariants.leaked_mounts("2246: 119 74 0:41 /x /s05 rw\n", procs)
+    assert invariants.Leaks(mounts=held).confirm_after(2, 10) is None  # only a process keeps it: it may exit
+
+
+def test_how_long_leaks_are_seen_again_before_they_are_judged():
+    bound = ["m  [in the mount namespace bound at /run/x]"]
+    orphan = [f"p  [id; {invariants.ORPHANED_RUNTIME}]"]
+    assert invariants.Leaks(mounts=bound, processes=orphan).confirm_after(2, 10) == 2
+    assert invariants.Leaks(shims=["shim 9"]).confirm_after(2, 10) == 10  # a shim whose pods are gone
+    assert invariants.Leaks(mounts=bound, shims=["shim 9"]).confirm_after(2, 10) == 10
+    assert invariants.Leaks(mounts=bound, state=["/run/reaper/abc"]).confirm_after(2, 10) == 10
+    assert invariants.Leaks(processes=["p  [env]"]).confirm_after(2, 10) == 10  # its pods are gone
+    assert invariants.Leaks(mounts=["m  [in the mount namespace of pid 7 (sleep 1)]"]).confirm_after(2, 10) is None
+    assert invariants.Leaks().confirm_after(2, 10) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_the_mounts_script_names_the_file_a_process_held_namespace_is_bound_at(tmp_path):
+    """Run for real: a namespace bound at a file with a process in it is listed as ``<pid>@<file>``,
+    and once the process is gone as ``@<file>`` (read through nsenter)."""
+    marker = f"zz{os.getpid()}leak"
+    ns = tmp_path / "ns"
+    subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", str(tmp_path)], check=True)
+        ns.touch()
+        holder = subprocess.Popen(["unshare", f"--mount={ns}", "sh", "-c",
+                                   f"mount -t tmpfs {marker} /mnt && echo up && exec sleep 60"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "up"
+        script = invariants.mounts_script([marker])
+        held = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+        assert held.splitlines() and all(ln.startswith(f"{holder.pid}@{ns}: ") for ln in held.splitlines()), held
+        holder.kill()
+        holder.wait()
+        alone = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+        assert alone.splitlines() and all(ln.startswith(f"@{ns}: ") for ln in alone.splitlines()), alone
+    finally:
+        subprocess.run(["umount", "-l", str(ns)], check=False)
+        subprocess.run(["umount", "-l", str(tmp_path)], check=False)

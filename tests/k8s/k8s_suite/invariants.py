@@ -67,9 +67,22 @@ class Leaks:
         """Only what nothing will remove once the pods are gone and their delete has run: mounts in
         the runtime's own long-lived namespace (bound to a file, or held by a runtime process of
         another container), and runtime processes orphaned to init. Waiting proves nothing more."""
-        return bool(self.mounts or self.processes) and not (self.shims or self.state) and all(
-            PERSISTENT_NS in m or RUNTIME_NS in m for m in self.mounts) and all(
-            ORPHANED_RUNTIME in p for p in self.processes)
+        return self.confirm_after(0.0, 1.0) == 0.0
+
+    def confirm_after(self, confirm: float, shim_confirm: float) -> float | None:
+        """How long these leaks, found after the pods are gone, must be seen again before they are
+        judged (``None``: waiting may still remove them, so they get the whole settle time).
+
+        Mounts in the runtime's long-lived namespace (bound to a file, or held by a runtime process)
+        and runtime processes orphaned to init: ``confirm`` (nothing is left to remove them). A shim
+        whose pods are gone, a process of those pods or a state entry of their containers:
+        ``shim_confirm`` (the kubelet is done with the pods; only a shim still shutting down could
+        remove them, S14's rule). A mount held only by some process (it goes with that process)
+        or seen in the host's namespace: ``None``."""
+        if not self or not all(PERSISTENT_NS in m or RUNTIME_NS in m for m in self.mounts):
+            return None
+        slow = self.shims or self.state or any(ORPHANED_RUNTIME not in p for p in self.processes)
+        return shim_confirm if slow else confirm
 
     def describe(self, node: str) -> str:
         parts = []
@@ -107,17 +120,20 @@ def parse_pid_matches(text: str) -> dict[int, set[str]]:
 
 def mounts_script(patterns: Sequence[str]) -> str:
     """For each distinct mount namespace on the node, print its mountinfo lines naming one of
-    ``patterns``, prefixed ``<pid>: `` (a process lives in it, found through /proc/*/ns/mnt) or
-    ``@<path>: `` (only a bind-mounted namespace file keeps it, as reaper keeps its overlay
-    namespaces: read through nsenter)."""
+    ``patterns``, prefixed ``<pid>: `` (a process lives in it, found through /proc/*/ns/mnt),
+    ``<pid>@<path>: `` (a process lives in it and it is also bind-mounted at ``path``, as reaper
+    keeps its overlay namespace) or ``@<path>: `` (only the bind-mounted file keeps it: read
+    through nsenter)."""
     if not patterns:
         return "true"
     greps = " ".join(f"-e {shlex.quote(p)}" for p in patterns)
-    return ("seen=$(find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null "
+    return ("bound=$(awk '$4 ~ /^mnt:/ {print $4, $5}' /proc/self/mountinfo); "
+            "seen=$(find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null "
             "| awk '!s[$1]++ {print $1, $2}'); "
             "echo \"$seen\" | while read -r ns d; do [ -n \"$d\" ] || continue; p=${d%/ns}; "
-            f"grep -F {greps} \"$p/mountinfo\" 2>/dev/null | sed \"s|^|${{p#/proc/}}: |\"; done; "
-            "awk '$4 ~ /^mnt:/ {print $4, $5}' /proc/self/mountinfo | while read -r ns m; do "
+            "b=$(echo \"$bound\" | awk -v n=\"$ns\" '$1 == n {print $2; exit}'); "
+            f"grep -F {greps} \"$p/mountinfo\" 2>/dev/null | sed \"s|^|${{p#/proc/}}${{b:+@$b}}: |\"; done; "
+            "echo \"$bound\" | while read -r ns m; do [ -n \"$m\" ] || continue; "
             "case \"$seen\" in *\"$ns \"*) continue;; esac; "
             f"nsenter --mount=\"$m\" cat /proc/self/mountinfo 2>/dev/null | grep -F {greps} | sed \"s|^|@$m: |\"; "
             "done; true")
@@ -184,12 +200,15 @@ def leaked_mounts(text: str, procs: Sequence[nodeproc.Proc] = (), runtime_names:
         ln = ln.strip()
         if not ln:
             continue
-        pid, _, rest = ln.partition(": ")
+        prefix, _, rest = ln.partition(": ")
+        pid, _, bound = prefix.partition("@")
         holder = table.get(int(pid)) if pid.isdigit() else None
-        if pid.startswith("@"):
-            where = f"{PERSISTENT_NS} {pid[1:]}"
+        if not pid and bound:
+            where = f"{PERSISTENT_NS} {bound}"
         elif holder and holder.argv0 in names:
             where = f"{RUNTIME_NS}: pid {pid} ({holder.args[:80]})"
+        elif bound:  # a process is in it, but the file keeps it when that process goes
+            where = f"{PERSISTENT_NS} {bound}, pid {pid} ({holder.args[:80] if holder else '?'}) in it"
         elif holder:
             where = f"in the mount namespace of pid {pid} ({holder.args[:80]})"
         else:

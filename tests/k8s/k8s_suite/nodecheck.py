@@ -134,16 +134,17 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
     gone = time.monotonic()
     owner = owner_of(kube)
     deadline = time.monotonic() + T.LEAK_SETTLE
-    conclusive_since: float | None = None
+    judged_since: float | None = None
     while True:
         found = {node: scan(kube, node, owner) for node in kube.info.nodes}
         bad = {n: lk for n, lk in found.items() if lk}
         now = time.monotonic()
-        # judged as soon as proven: mounts only the runtime's own long-lived namespace keeps (bound to a
-        # file, or held by a runtime process of another container), none of the pods' processes; seen
-        # again after LEAK_CONFIRM (an asynchronous clean-up gets that long), will not go by waiting
-        conclusive_since = (conclusive_since or now) if bad and all(lk.conclusive for lk in bad.values()) else None
-        if not bad or now > deadline or (conclusive_since is not None and now - conclusive_since >= T.LEAK_CONFIRM):
+        # judged as soon as proven (Leaks.confirm_after): mounts only the runtime's own long-lived
+        # namespace keeps, none of the pods' processes, seen again LEAK_CONFIRM later; a shim whose
+        # pods are gone, seen again SHIM_CONFIRM later. Anything else gets the whole settle time.
+        need = [lk.confirm_after(T.LEAK_CONFIRM, T.SHIM_CONFIRM) for lk in bad.values()]
+        judged_since = (judged_since or now) if bad and None not in need else None
+        if not bad or now > deadline or (judged_since is not None and now - judged_since >= max(need)):
             break
         time.sleep(0.5)
     if marks is not None:
