@@ -33,9 +33,10 @@ from ci.errors import CIError, SetupError, UsageError
 
 SUITE = REPO_ROOT / "tests" / "k8s"
 WORKERS_ENV = "REAPER_CI_K8S_WORKERS"
-# The scenarios mostly wait on the cluster, not on this machine's CPUs: 4 workers ran the whole suite
-# (runc, local cluster, 2 cores) in 27 s, against 36 s with 2 (= "auto" there) and 52 s one by one.
-DEFAULT_WORKERS = "4"
+# The scenarios mostly wait on the cluster, not on this machine's CPUs. Measured with 62 scenarios
+# (local cluster, 2 cores): runc 98-110 s with 4 workers, 82-92 s with 8, 84 s with 12 (CPU-bound by
+# then); reaper d8d19fe 542-601 s with 4, 237-260 s with 8 (its pods wait ~13 s each to go).
+DEFAULT_WORKERS = "8"
 JUNIT_NAME = "k8s-junit.xml"
 LOG_NAME = "k8s-scenarios.log"
 

@@ -214,6 +214,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=lambda it: runstate.order_key(runstate.stage_of(it.get_closest_marker("node_wide")),
                                                   it.get_closest_marker("slow") is not None, index[id(it)],
                                                   took.get(runstate.row_name(it.nodeid))))
+    stage0 = sum(1 for it in items if it.get_closest_marker("node_wide") is None)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)  # set in the workers, which collect
+    items[:] = runstate.for_workers(items, stage0, workers)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

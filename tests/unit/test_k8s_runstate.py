@@ -138,3 +138,14 @@ def test_durations_are_kept_per_scenario(tmp_path):
     again.add("call", "failed", 40.0)
     rs.save_durations(path, [again])
     assert rs.load_durations(path) == {"S01 echo_stdout": 12.3, "S03 x": 40.0}
+
+
+def test_each_worker_starts_one_of_the_longest_with_a_short_one_queued_behind_it():
+    ordered = [f"L{i}" for i in range(10)] + ["NW1", "NW2"]  # stage 0 longest first, then node-wide
+    got = rs.for_workers(ordered, 10, 3)
+    # xdist's load scheduling: worker k gets positions 2k and 2k+1 first
+    assert got[:6] == ["L0", "L9", "L1", "L8", "L2", "L7"]
+    assert got[6:] == ["L3", "L4", "L5", "L6", "NW1", "NW2"]
+    assert sorted(got) == sorted(ordered)
+    assert rs.for_workers(ordered, 10, 0) == ordered  # not under xdist
+    assert rs.for_workers(ordered, 10, 6) == ordered  # fewer than two per worker: as ordered

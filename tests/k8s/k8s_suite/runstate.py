@@ -19,11 +19,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from ci.console import Row
 
 from k8s_suite.naming import scenario_id
+
+T_ = TypeVar("T_")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,21 @@ def order_key(stage: int, slow: bool, index: int, seconds: float | None = None) 
     if stage != 0:
         return (stage, 0.0, index)
     return (0, -(seconds if seconds is not None else (SLOW_GUESS if slow else 0.0)), index)
+
+
+def for_workers(ordered: Sequence[T_], stage0: int, workers: int) -> list[T_]:
+    """``ordered`` (stage 0 first, longest first; then the node-wide ones) rearranged for
+    pytest-xdist's load scheduling, which gives worker k the pair at positions 2k and 2k+1 and
+    then one item at a time to whichever worker finishes first. A worker always holds the item it
+    will run next, so without this the two longest share worker 0 and the last short ones wait
+    behind long ones while other workers idle. Here worker k starts the k-th longest with one of
+    the shortest queued behind it; the rest keep the longest-first order."""
+    head, tail = list(ordered[:stage0]), list(ordered[stage0:])
+    if workers < 2 or len(head) < 2 * workers:
+        return head + tail
+    longest, middle, shortest = head[:workers], head[workers:-workers], head[-workers:][::-1]
+    paired = [x for pair in zip(longest, shortest) for x in pair]
+    return paired + middle + tail
 
 
 def load_durations(path: Path | None) -> dict[str, float]:
