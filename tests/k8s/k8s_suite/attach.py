@@ -4,7 +4,7 @@ close it (the v5 protocol's half-close), wait for the container's streams to end
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
@@ -29,10 +29,11 @@ def open_stream(kube: Any, method: str, name: str, container: str | None, timeou
 
 
 def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str, echoed: str | None = None,
-                  close: bool = True) -> None:
+                  close: bool = True, ended: Callable[[], str | None] | None = None) -> None:
     """Write ``stdin`` (None: nothing, stdin stays as it is) and close it (``close``; a terminal's user
     does not: containerd hangs the terminal up when its stdin ends), then wait for the streams to end;
-    ``echoed``: text whose return on stdout makes the end due within EOF_SETTLE seconds."""
+    ``echoed``: text whose return on stdout makes the end due within EOF_SETTLE seconds; ``ended``:
+    asked between reads, says why the process behind the stream is certainly gone (the wait ends)."""
     if stdin is not None and not close:
         ws.write_stdin(stdin)
     elif stdin is not None:
@@ -42,9 +43,11 @@ def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str, echoed:
         if stdin:
             ws.write_stdin(stdin)
         ws.close_channel(0)
-    began, out = time.monotonic(), ""
+    began, out, gone = time.monotonic(), "", None
     if echoed is None:
-        ws.run_forever(timeout=timeout)
+        while ws.is_open() and time.monotonic() - began < timeout and gone is None:
+            ws.update(timeout=1)
+            gone = ended() if ended is not None and ws.is_open() else None
     else:  # the stream is read in steps: the echo is looked for between them (peek keeps it buffered)
         due = None
         while ws.is_open() and time.monotonic() - began < timeout and (due is None or time.monotonic() < due):
@@ -54,7 +57,8 @@ def feed_and_wait(ws: Any, stdin: str | None, timeout: float, what: str, echoed:
                 due = time.monotonic() + EOF_SETTLE
     if ws.is_open():
         raise WaitError(f"{what}: still running after {time.monotonic() - began:.0f}s"
-                        f"{' (all of stdin came back: end of file was due)' if echoed and echoed in out else ''} "
+                        f"{' (all of stdin came back: end of file was due)' if echoed and echoed in out else ''}"
+                        f"{f' ({gone}: the runtime did not end its stream)' if gone else ''} "
                         f"(stdout so far {ws.read_channel(1)[-200:]!r}, stderr {ws.read_channel(2)[-200:]!r})")
 
 

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ci.cluster.base import ClusterInfo
 
-from k8s_suite import attach, manifests, naming, nodecheck, nodeproc, podstate
+from k8s_suite import attach, execwatch, manifests, naming, nodecheck, nodeproc, podstate
 from k8s_suite import timeouts as T
 from k8s_suite.context import InfrastructureError, NodeCommandError, RunContext, _json, failing_with
 from k8s_suite.podstate import Pod
@@ -56,6 +56,7 @@ class Kube:
         self.proofs: set[str] = set()
         self.proof_problems: list[str] = []
         self.jobs: set[str] = set()  # Jobs created here (deleted before the pods at teardown)
+        self.exec_where: dict[str, tuple[str, str | None]] = {}  # pod -> (hostname, node), for execwatch
 
     # namespace ---------------------------------------------------------------------------------
     def create_namespace(self) -> None:
@@ -258,9 +259,10 @@ class Kube:
         kw: dict[str, Any] = dict(command=list(argv), stderr=not tty, stdin=stdin is not None or tty, stdout=True,
                                   tty=tty, binary=isinstance(stdin, bytes))
         what = f"exec {list(argv)} in {self.ns}/{name}"
+        watch = execwatch.for_pod(self, name, argv)  # its baseline: the pod's processes before the exec
         ws = attach.open_stream(self, "connect_get_namespaced_pod_exec", name, container, timeout, what, **kw)
         try:
-            attach.feed_and_wait(ws, stdin, timeout, what, close=not typed)
+            attach.feed_and_wait(ws, stdin, timeout, what, close=not typed, ended=watch.check)
             out, err, raw = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
         finally:
             ws.close()
