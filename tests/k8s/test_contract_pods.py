@@ -103,7 +103,7 @@ def test_s37_active_deadline(kube, evidence):
     evidence.append("before the deadline:\n" + "\n".join(p.line() for p in before))
     # the processes first: they are the runtime's part (the kubelet kills the pod at the deadline with
     # its 2 s grace period); a tree that outlives it keeps the container running, so the phase waits forever
-    bound = DEADLINE + 2 + T.NODE_PROCESS
+    bound = DEADLINE + 2 + 2 * trees.KILL_SLACK  # the kubelet notices the deadline within its 1 s sync tick
     left = trees.wait_gone(kube, node, tree, timeout=bound)
     assert not left, (f"processes of the pod live on {bound}s after its children started, past its activeDeadlineSeconds "
                       f"({DEADLINE}s) and grace period (2s): {trees.describe(left)}: {podstate.describe(kube.get(name))}")

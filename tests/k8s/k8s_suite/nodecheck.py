@@ -132,6 +132,7 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
         return (f"{len(left)} pod(s) still exist {time.monotonic() - started:.0f}s after namespace {kube.ns} was deleted"
                 f"{podstate.stuck_note(left, T.KILL_SETTLE)}: " + "; ".join(podstate.describe(p) for p in left[:5]))
     gone = time.monotonic()
+    kube.ctx.run.record({"ns": kube.ns, "gone_at": time.time()})  # S14: since when its shims are due to be gone
     owner = owner_of(kube)
     deadline = time.monotonic() + T.LEAK_SETTLE
     judged_since: float | None = None
@@ -207,8 +208,11 @@ def teardown(kube: "Kube", keep: bool = False) -> tuple[list[str], list[str]]:
             except ApiException as e:
                 if e.status != 404:
                     raise
-        kube.ctx.core.delete_collection_namespaced_pod(kube.ns, _preload_content=False,
-                                                       _request_timeout=T.LOG_REQUEST)
+        # with a short grace period: the scenario is over, and a workload that ignores SIGTERM (or a
+        # runtime that does not deliver it) must not cost the run the pod's whole grace period; the
+        # kill path is the same (SIGTERM, then SIGKILL), and a pod already deleting keeps its earlier end
+        kube.ctx.core.delete_collection_namespaced_pod(kube.ns, grace_period_seconds=T.TEARDOWN_GRACE,
+                                                       _preload_content=False, _request_timeout=T.LOG_REQUEST)
         kube.ctx.core.delete_namespace(kube.ns, propagation_policy="Background", _preload_content=False,
                                        _request_timeout=T.LOG_REQUEST)
     except ApiException as e:

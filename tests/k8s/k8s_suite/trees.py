@@ -16,6 +16,8 @@ from k8s_suite import naming, nodeproc
 from k8s_suite import timeouts as T
 from k8s_suite.streams import WaitError
 
+KILL_SLACK = 5.0  # seconds past the moment SIGKILL was due by which a killed tree is gone (S32's bound too)
+
 WHAT = {"group": "the child in the shell's process group",
         "setsid": "the child in a session of its own (setsid)"}
 
