@@ -35,8 +35,9 @@ SUITE = REPO_ROOT / "tests" / "k8s"
 WORKERS_ENV = "REAPER_CI_K8S_WORKERS"
 # The scenarios mostly wait on the cluster, not on this machine's CPUs. Measured with 62 scenarios
 # (local cluster, 2 cores): runc 98-110 s with 4 workers, 82-92 s with 8, 84 s with 12 (CPU-bound by
-# then); reaper d8d19fe 542-601 s with 4, 237-260 s with 8 (its pods wait ~13 s each to go).
-DEFAULT_WORKERS = "8"
+# then); reaper d8d19fe 542-601 s with 4, 237-279 s with 8, 217 s with 12 (its pods wait ~13 s each
+# to go, so more workers keep paying after runc's have stopped).
+DEFAULT_WORKERS = "12"
 JUNIT_NAME = "k8s-junit.xml"
 LOG_NAME = "k8s-scenarios.log"
 

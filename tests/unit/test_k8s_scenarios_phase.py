@@ -12,7 +12,7 @@ def test_default_command_line(tmp_path):
     argv = sc.pytest_argv([], tmp_path / "k8s-junit.xml")
     assert argv[0] == str(sc.SUITE)
     assert f"--junitxml={tmp_path / 'k8s-junit.xml'}" in argv
-    assert argv[argv.index("-n") + 1] == sc.DEFAULT_WORKERS == "8"
+    assert argv[argv.index("-n") + 1] == sc.DEFAULT_WORKERS == "12"
 
 
 @pytest.mark.parametrize("args", [["-n", "4"], ["-n4"], ["--numprocesses=2"], ["-p", "no:xdist"], ["--dist", "load"]])
