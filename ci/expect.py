@@ -9,6 +9,11 @@ An expected file is a YAML list; each entry names a scenario and why it fails th
       flaky: true                        # optional: fails only sometimes (its failure neither fails
                                          # the run nor hides another; its rate is reported)
 
+A bug class that can hit any scenario (say, a mount the runtime leaves whenever no later pod
+replaced it first) is one entry with ``scenario: "*"``; it must be ``flaky`` and have a ``match``
+(the failure's first line names what was left): a scenario that failed only that way is ``flaky``,
+and a listed scenario's failure of that kind does not count as "otherwise than listed".
+
 Per scenario the verdict is ``passed``; ``known`` (listed, failed as listed); ``new`` (not listed,
 or failed otherwise than listed); ``fixed`` (listed, passed: the run fails so the list stays true);
 ``flaky`` (listed flaky; with ``--repeat`` also a scenario that passed in some runs and failed in
@@ -62,10 +67,14 @@ class Entry:
                                       for p, m in failures.items())
 
 
+ANY = "*"  # an entry for a bug class that can hit any scenario (flaky, with a match, required)
+
+
 @dataclass(frozen=True)
 class Expectations:
     path: Path | None
     entries: Mapping[str, Entry] = field(default_factory=dict)  # by scenario ID
+    anywhere: tuple[Entry, ...] = ()  # scenario "*": may fail any scenario this way
 
     @property
     def label(self) -> str:
@@ -91,6 +100,7 @@ def load(path: Path | None, scenarios: Mapping[str, str] | None = None) -> Expec
     if not isinstance(data, list):
         raise UsageError(f"{where}: expected a YAML list of entries (scenario, reason, ...), got {type(data).__name__}")
     entries: dict[str, Entry] = {}
+    anywhere: list[Entry] = []
     for i, item in enumerate(data, 1):
         if not isinstance(item, dict):
             raise UsageError(f"{where}: entry {i} is not a mapping")
@@ -100,7 +110,7 @@ def load(path: Path | None, scenarios: Mapping[str, str] | None = None) -> Expec
         sid = str(item.get("scenario") or "").strip().upper()
         if not sid:
             raise UsageError(f"{where}: entry {i} names no scenario")
-        if sid not in scenarios:
+        if sid != ANY and sid not in scenarios:
             raise UsageError(f"{where}: entry {i}: no scenario {sid} in the suite (it has {min(scenarios)}..{max(scenarios)})")
         if sid in entries:
             raise UsageError(f"{where}: entry {i}: {sid} is listed twice")
@@ -119,8 +129,15 @@ def load(path: Path | None, scenarios: Mapping[str, str] | None = None) -> Expec
         flaky = item.get("flaky", False)
         if not isinstance(flaky, bool):
             raise UsageError(f"{where}: entry {i} ({sid}): flaky must be true or false")
-        entries[sid] = Entry(sid, reason, phase, None if match is None else str(match), flaky)
-    return Expectations(Path(path), entries)
+        entry = Entry(sid, reason, phase, None if match is None else str(match), flaky)
+        if sid == ANY:
+            if not flaky or match is None:
+                raise UsageError(f"{where}: entry {i} ({ANY}, any scenario) needs flaky: true and a match: a bug "
+                                 "class that may hit any scenario, named by its message")
+            anywhere.append(entry)
+        else:
+            entries[sid] = entry
+    return Expectations(Path(path), entries, tuple(anywhere))
 
 
 def default_path(runtime: str, commit: str | None, folder: Path = SUITE) -> Path | None:
@@ -160,14 +177,21 @@ def results_by_scenario(docs: Sequence[Mapping]) -> dict[str, list[tuple[str, Ma
 def judge(docs: Sequence[Mapping], exp: Expectations) -> list[Judged]:
     """The suite's verdict documents (one per run) against the expectations, one row per scenario."""
     runs = results_by_scenario(docs)
-    out = [_one(row, results, exp.entries.get(_sid(row))) for row, results in runs.items()]
+    out = [_one(row, results, exp.entries.get(_sid(row)), exp.anywhere) for row, results in runs.items()]
     ran = {_sid(r) for r in runs}
     out += [Judged(f"{sid}", "skipped", f"listed but not run ({e.reason})") for sid, e in exp.entries.items()
             if sid not in ran]
     return sorted(out, key=lambda j: (ORDER.index(j.verdict), j.scenario))
 
 
-def _one(row: str, results: list[tuple[str, Mapping[str, str]]], entry: Entry | None) -> Judged:
+def _covered(failure: Mapping[str, str], entry: Entry | None, anywhere: Sequence[Entry]) -> bool:
+    """Every failing phase of one run is described by the scenario's entry or by an any-scenario one."""
+    return bool(failure) and all((entry is not None and entry.fits({p: m})) or any(a.fits({p: m}) for a in anywhere)
+                                 for p, m in failure.items())
+
+
+def _one(row: str, results: list[tuple[str, Mapping[str, str]]], entry: Entry | None,
+         anywhere: Sequence[Entry] = ()) -> Judged:
     kinds = [r for r, _ in results]
     failed = [f for r, f in results if r == "failed"]
     n = len(results)
@@ -181,11 +205,14 @@ def _one(row: str, results: list[tuple[str, Mapping[str, str]]], entry: Entry | 
         if entry and not entry.flaky:
             return Judged(row, "fixed", f"listed as failing ({entry.reason}) but passed", rate)
         return Judged(row, "passed", f"listed flaky, passed {n} of {n}" if entry else "", rate)
+    by_class = [a for a in anywhere if any(a.fits({p: m}) for f in failed for p, m in f.items())]
+    if entry is None and by_class and all(_covered(f, None, anywhere) for f in failed):
+        return Judged(row, "flaky", f"{by_class[0].reason} (any scenario; {rate or 'failed'})", rate)
     if entry is None:
         if len(failed) < n and "passed" in kinds:
             return Judged(row, "new", f"flaky, not listed: {first}", rate)
         return Judged(row, "new", first, rate)
-    odd = [f for f in failed if not entry.fits(f)]
+    odd = [f for f in failed if not entry.fits(f) and not _covered(f, entry, anywhere)]
     if odd:
         got = "; ".join(f"{p}: {m}" for p, m in odd[0].items())
         want = f"{entry.phase or 'any phase'}" + (f" matching /{entry.match}/" if entry.match else "")

@@ -267,7 +267,9 @@ def kube(ctx, request):
     problems, leaks = k.cleanup(keep=os.environ.get(KEEP_ENV) in ("1", "true", "yes"))
     if leaks:
         request.node.stash[LEAK_KEY] = True
-        pytest.fail("\n".join([f"{request.node.name} left its mark on the node or is unproven:"] + leaks
+        what = "; ".join(x for x in k.leak_summary if x)  # the first line names it: a gate entry can match it
+        pytest.fail("\n".join([f"{request.node.name} left its mark on the node or is unproven"
+                               f"{f' ({what})' if what else ''}:"] + leaks
                                + ([f"(also: {'; '.join(problems)})"] if problems else [])), pytrace=False)
     if problems:
         pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)

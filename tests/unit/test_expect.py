@@ -40,6 +40,8 @@ def test_the_suite_names_its_scenarios():
     ("- scenario: S01\n  reason: x\n  flaky: sometimes", "flaky must be true or false"),
     ("- scenario: S01\n  reason: x\n  why: y", "unknown key(s) why"),
     ("- scenario: S01\n  reason: x\n- scenario: s01\n  reason: y", "S01 is listed twice"),
+    ("- scenario: '*'\n  reason: x\n  match: m", "needs flaky: true and a match"),
+    ("- scenario: '*'\n  reason: x\n  flaky: true", "needs flaky: true and a match"),
 ])
 def test_bad_files_are_one_line_usage_errors(tmp_path, text, needle):
     with pytest.raises(UsageError) as err:
@@ -143,3 +145,34 @@ def test_every_failing_phase_must_be_the_listed_one(tmp_path):
     assert e.judge([only], exp)[0].verdict == "known"
     exp2 = load(tmp_path, "- scenario: S02\n  match: 'left its mark|exit 1'\n  reason: both\n")
     assert e.judge([both], exp2)[0].verdict == "known"
+
+
+def test_a_bug_class_listed_for_any_scenario(tmp_path):
+    exp = load(tmp_path, """
+- scenario: '*'
+  phase: teardown
+  match: 'left its mark on the node or is unproven \\(mounts at /run/secrets/kubernetes\\.io/serviceaccount\\):'
+  reason: 'token mount left (OV:794)'
+  flaky: true
+- scenario: S31
+  phase: call
+  match: 'exit 1'
+  reason: 'bug B'
+""")
+    token = "Failed: t left its mark on the node or is unproven (mounts at /run/secrets/kubernetes.io/serviceaccount):"
+    other = "Failed: t left its mark on the node or is unproven (mounts at /s05-cwd, /run/secrets/kubernetes.io/serviceaccount):"
+    d = doc(passed=["S02 exit_code"], failed=["S01 echo_stdout", "S31 killed_by_a_signal", "S43 state"],
+            failures={"S01 echo_stdout": {"teardown": token},
+                      "S31 killed_by_a_signal": {"call": "got exit 1", "teardown": token},
+                      "S43 state": {"teardown": other}})
+    rows = {j.scenario: j for j in e.judge([d], exp)}
+    assert rows["S01 echo_stdout"].verdict == "flaky" and "any scenario" in rows["S01 echo_stdout"].detail
+    assert rows["S31 killed_by_a_signal"].verdict == "known"  # its own failure, plus the class's
+    assert rows["S43 state"].verdict == "new"  # another mount left too: not the class
+    assert rows["S02 exit_code"].verdict == "passed"
+    assert not e.gate_ok(rows.values())
+    d2 = doc(failed=["S01 echo_stdout", "S31 killed_by_a_signal"],
+             failures={"S01 echo_stdout": {"call": "boom", "teardown": token}, "S31 killed_by_a_signal": {"teardown": token}})
+    rows = {j.scenario: j for j in e.judge([d2], exp)}
+    assert rows["S01 echo_stdout"].verdict == "new"  # a failure the class does not describe
+    assert rows["S31 killed_by_a_signal"].verdict == "known"

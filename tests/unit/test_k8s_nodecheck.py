@@ -305,3 +305,11 @@ def test_the_mounts_script_names_the_file_a_process_held_namespace_is_bound_at(t
     finally:
         subprocess.run(["umount", "-l", str(ns)], check=False)
         subprocess.run(["umount", "-l", str(tmp_path)], check=False)
+
+
+def test_a_leaks_summary_names_the_kinds_and_the_mount_points():
+    mounts = ["47 54 0:41 /var/lib/kubelet/pods/u/volumes/x /run/secrets/kubernetes.io/serviceaccount ro - overlay  [in ...]",
+              "48 54 0:41 /var/lib/kubelet/pods/u/volumes/y /s05-cwd rw - overlay  [in ...]"]
+    lk = invariants.Leaks(processes=["p"], shims=["s1", "s2"], mounts=mounts)
+    assert lk.summary() == "1 process(es); 2 shim(s); mounts at /run/secrets/kubernetes.io/serviceaccount, /s05-cwd"
+    assert invariants.Leaks().summary() == ""

@@ -84,6 +84,15 @@ class Leaks:
         slow = self.shims or self.state or any(ORPHANED_RUNTIME not in p for p in self.processes)
         return shim_confirm if slow else confirm
 
+    def summary(self) -> str:
+        """One short line: what kinds were left, mounts by their mount point (for a failure's first line)."""
+        parts = [f"{len(items)} {what}" for what, items in (("process(es)", self.processes), ("shim(s)", self.shims),
+                                                              ("state entr(y/ies)", self.state)) if items]
+        points = sorted({f[4] for f in (m.split() for m in self.mounts) if len(f) > 4})
+        if points:
+            parts.append("mounts at " + ", ".join(points[:4]) + (", ..." if len(points) > 4 else ""))
+        return "; ".join(parts)
+
     def describe(self, node: str) -> str:
         parts = []
         for what, items in (("process(es) of its pods", self.processes), ("shim(s)", self.shims),

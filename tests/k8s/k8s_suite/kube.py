@@ -57,6 +57,7 @@ class Kube:
         self.proof_problems: list[str] = []
         self.jobs: set[str] = set()  # Jobs created here (deleted before the pods at teardown)
         self.exec_where: dict[str, tuple[str, str | None]] = {}  # pod -> (hostname, node), for execwatch
+        self.leak_summary: list[str] = []  # teardown: what was left, in short (the failure's first line)
 
     # namespace ---------------------------------------------------------------------------------
     def create_namespace(self) -> None:

@@ -129,6 +129,7 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
     started = time.monotonic()
     left = kube.wait_no_pods(T.POD_DELETE)
     if left:
+        kube.leak_summary.append("pods not gone")
         return (f"{len(left)} pod(s) still exist {time.monotonic() - started:.0f}s after namespace {kube.ns} was deleted"
                 f"{podstate.stuck_note(left, T.KILL_SETTLE)}: " + "; ".join(podstate.describe(p) for p in left[:5]))
     gone = time.monotonic()
@@ -150,6 +151,7 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
         time.sleep(0.5)
     if marks is not None:
         marks.append(f"pods gone +{gone - started:.1f}s, node scan {time.monotonic() - gone:.1f}s")
+    kube.leak_summary += [lk.summary() for lk in bad.values()]
     return "\n".join(lk.describe(n) for n, lk in bad.items())
 
 
@@ -176,10 +178,12 @@ def teardown(kube: "Kube", keep: bool = False) -> tuple[list[str], list[str]]:
             for p in pods:
                 kube._observe(p)
             leaks += [f"runtime not proven: {x}" for x in require_proof(kube, pods)]
+            kube.leak_summary += ["runtime not proven"] if leaks else []
             marks.append(f"proof {time.monotonic() - t0:.1f}s")
             zombies = live_zombies(kube)
             marks.append(f"zombies {time.monotonic() - t0:.1f}s")
             if zombies:
+                kube.leak_summary.append("zombies")
                 leaks.append(f"zombie(s) under this scenario's shims/runtime processes, not reaped within "
                              f"{T.ZOMBIE_SETTLE}s while its pods existed:\n{zombies}")
         except (NodeCommandError, ApiException, *TRANSIENT) as e:
