@@ -10,7 +10,7 @@ every namespace, pod, node path and process marker. The run folder is
 ``$CI_ARTIFACTS_DIR/k8s-run/<token>`` (``./artifacts`` by default); failure dumps go to
 ``$CI_ARTIFACTS_DIR/k8s-diagnostics/<test>.txt``.
 
-Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S16, then S13/S14) are ordered last
+Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S13/S14/S16, then S41) are ordered last
 and, under pytest-xdist, wait until every scenario of a lower stage has finished (a barrier on
 done markers in the run folder), so they see a node that only this run's finished work touched.
 
