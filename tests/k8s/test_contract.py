@@ -14,7 +14,6 @@ from k8s_suite import manifests as m
 from k8s_suite.manifests import sh
 
 SANDBOX_STOP_BOUND = 5.0  # seconds; runc needs about 1
-GRACE_SLACK = 5.0  # seconds past the grace period by which SIGKILL must have ended a TERM-ignoring tree
 
 
 def test_s28_exec_streams(kube):
@@ -114,7 +113,7 @@ def test_s32_grace_period_ends_in_sigkill(kube, evidence):
     asked = time.monotonic()
     kube.delete_pod(name, grace=grace)
     gone_at: dict[str, float] = {}
-    deadline = asked + grace + GRACE_SLACK
+    deadline = asked + grace + trees.KILL_SLACK
     while True:  # when each child went (the table is polled, so a time is at most one poll late)
         left = trees.left(kube, node, tree)
         now = time.monotonic()
@@ -126,7 +125,7 @@ def test_s32_grace_period_ends_in_sigkill(kube, evidence):
     print(f"TERM-ignoring tree (grace {grace}s): " + ", ".join(f"{trees.WHAT[k]} gone {t:.1f}s after the delete"
                                                                for k, t in sorted(gone_at.items())))
     assert not left, (
-        f"processes ignoring TERM were still there {grace + GRACE_SLACK:.0f}s after a delete with a {grace}s grace "
+        f"processes ignoring TERM were still there {grace + trees.KILL_SLACK:.0f}s after a delete with a {grace}s grace "
         f"period: SIGKILL came late or not at all for {trees.describe(left)}")
     early = {k: t for k, t in gone_at.items() if t < grace - 0.5}
     assert not early, (

@@ -105,7 +105,7 @@ def test_s37_active_deadline(kube, evidence):
     # its 2 s grace period); a tree that outlives it keeps the container running, so the phase waits forever
     bound = DEADLINE + 2 + 2 * trees.KILL_SLACK  # the kubelet notices the deadline within its 1 s sync tick
     left = trees.wait_gone(kube, node, tree, timeout=bound)
-    assert not left, (f"processes of the pod live on {bound}s after its children started, past its activeDeadlineSeconds "
+    assert not left, (f"processes of the pod live on {bound:.0f}s after its children started, past its activeDeadlineSeconds "
                       f"({DEADLINE}s) and grace period (2s): {trees.describe(left)}: {podstate.describe(kube.get(name))}")
     pod = kube.wait_phase(name, "Failed", timeout=DEADLINE + T.POD_FINISH)
     reason = pod["status"].get("reason")

@@ -207,7 +207,8 @@ def _s14(ctx, kube, evidence, problems: list[str]) -> None:
             leftovers = nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
             now = time.monotonic()
             for s in leftovers:
-                first_seen.setdefault(s.pid, min(now, now - (time.time() - gone_at.get(s.namespace, time.time()))))
+                since = gone_at.get(s.namespace)  # wall clock, written by another worker
+                first_seen.setdefault(s.pid, now - max(0.0, time.time() - since) if since else now)
             settled = all(s.namespace in stuck or now - first_seen[s.pid] >= T.SHIM_CONFIRM for s in leftovers)
             if not leftovers or now > began + T.SHIM_EXIT or settled:
                 break

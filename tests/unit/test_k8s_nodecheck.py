@@ -232,29 +232,29 @@ def test_unreadable_state_is_named_in_one_line():
     assert nodecheck.unreadable_state(kube, ok) == ""
 
 
-def test_only_mounts_in_the_runtimes_bound_namespace_are_conclusive():
+def test_only_mounts_in_the_runtimes_own_namespace_are_judged_after_the_short_confirmation():
     procs = _procs(["12 1 S sleep 5"])
     bound = invariants.leaked_mounts("@/run/reaper/shared-mnt-ns: 600 1 0:5 / /etc/x rw\n")
     assert bound == ["600 1 0:5 / /etc/x rw  [in the mount namespace bound at /run/reaper/shared-mnt-ns]"]
-    assert invariants.Leaks(mounts=bound).conclusive
+    assert invariants.Leaks(mounts=bound).confirm_after(2, 10) == 2
     held = invariants.leaked_mounts("12: 600 1 0:5 / /etc/x rw\n", procs)
-    assert not invariants.Leaks(mounts=held).conclusive  # a process holds it: it may still exit
+    assert invariants.Leaks(mounts=held).confirm_after(2, 10) is None  # a process holds it: it may still exit
     rt = invariants.leaked_mounts("13: 600 1 0:5 / /etc/x rw\n", _procs(["13 1 S reaper-runtime start abc"]),
                                   ["reaper-runtime"])
     assert rt == ["600 1 0:5 / /etc/x rw  [in the mount namespace the runtime holds: pid 13 (reaper-runtime start abc)]"]
-    assert invariants.Leaks(mounts=rt).conclusive
-    assert not invariants.Leaks(mounts=bound, shims=["shim 42"]).conclusive  # a shim may still exit
-    assert not invariants.Leaks().conclusive
+    assert invariants.Leaks(mounts=rt).confirm_after(2, 10) == 2
+    assert invariants.Leaks(mounts=bound, shims=["shim 42"]).confirm_after(2, 10) == 10  # a shim may still exit
+    assert invariants.Leaks().confirm_after(2, 10) is None
 
 
-def test_an_orphaned_runtime_process_is_conclusive_a_shim_is_not():
+def test_an_orphaned_runtime_process_is_judged_sooner_than_a_shim():
     owner = invariants.Owner("ns1", frozenset({A}), frozenset(), frozenset())
     procs = _procs([f"40 1 S reaper-runtime start {A}", f"41 7 S reaper-runtime start {A}", f"42 1 S sleep {A}"])
     got = invariants.leaked_processes(procs, {40: {"id"}, 41: {"id"}, 42: {"id"}}, owner, ["reaper-runtime"])
     assert [("orphaned" in g) for g in got] == [True, False, False]
-    assert invariants.Leaks(processes=got[:1]).conclusive
-    assert not invariants.Leaks(processes=got[:2]).conclusive  # its parent may still stop it
-    assert not invariants.Leaks(processes=got[:1], shims=["shim 9"]).conclusive
+    assert invariants.Leaks(processes=got[:1]).confirm_after(2, 10) == 2
+    assert invariants.Leaks(processes=got[:2]).confirm_after(2, 10) == 10  # its parent may still stop it
+    assert invariants.Leaks(processes=got[:1], shims=["shim 9"]).confirm_after(2, 10) == 10
 
 
 def test_a_process_in_a_namespace_bound_to_a_file_does_not_make_its_mounts_wait():

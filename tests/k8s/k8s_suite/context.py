@@ -212,7 +212,7 @@ class RunContext:
             except NodeCommandError:
                 if attempt == attempts:
                     raise
-                time.sleep(0.2 * attempt)
+                time.sleep(0.2 * attempt)  # back-off between retries of a failed listing
         raise AssertionError("unreachable")
 
     def scan_shims(self, node: str, procs: Sequence[nodeproc.Proc] | None = None) -> list[nodeproc.Shim]:

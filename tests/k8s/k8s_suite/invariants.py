@@ -62,13 +62,6 @@ class Leaks:
     def __bool__(self) -> bool:
         return bool(self.processes or self.shims or self.state or self.mounts)
 
-    @property
-    def conclusive(self) -> bool:
-        """Only what nothing will remove once the pods are gone and their delete has run: mounts in
-        the runtime's own long-lived namespace (bound to a file, or held by a runtime process of
-        another container), and runtime processes orphaned to init. Waiting proves nothing more."""
-        return self.confirm_after(0.0, 1.0) == 0.0
-
     def confirm_after(self, confirm: float, shim_confirm: float) -> float | None:
         """How long these leaks, found after the pods are gone, must be seen again before they are
         judged (``None``: waiting may still remove them, so they get the whole settle time).

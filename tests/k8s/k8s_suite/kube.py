@@ -80,7 +80,7 @@ class Kube:
                 last = "ServiceAccount default not found"
             except TRANSIENT as e:
                 last = _short(e)
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval until the ServiceAccount exists or the deadline
         raise WaitError(f"namespace {self.ns}: no default ServiceAccount within {T.NAMESPACE_READY}s ({last}); "
                         "is kube-controller-manager running?")
 
@@ -325,7 +325,7 @@ class Kube:
                 shown = "\n".join(p.line() for p in found) or "(none)"
                 raise WaitError(f"node {node}: {what}: {len(found)} `{' '.join(argv)}` process(es) after "
                                 f"{timeout:.0f}s:\n{shown}")
-            time.sleep(0.25)
+            time.sleep(0.25)  # poll interval until the deadline
 
     def runtime_evidence(self, pod: Pod, pids: Iterable[int]) -> str:
         """Prove the pod ran on the runtime under test: its RuntimeClass, and on the node either a

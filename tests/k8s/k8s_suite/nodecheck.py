@@ -177,8 +177,10 @@ def teardown(kube: "Kube", keep: bool = False) -> tuple[list[str], list[str]]:
             pods = kube.ctx.list_pods(kube.ns).get("items", [])
             for p in pods:
                 kube._observe(p)
-            leaks += [f"runtime not proven: {x}" for x in require_proof(kube, pods)]
-            kube.leak_summary += ["runtime not proven"] if leaks else []
+            unproven = require_proof(kube, pods)
+            leaks += [f"runtime not proven: {x}" for x in unproven]
+            if unproven:
+                kube.leak_summary.append("runtime not proven")
             marks.append(f"proof {time.monotonic() - t0:.1f}s")
             zombies = live_zombies(kube)
             marks.append(f"zombies {time.monotonic() - t0:.1f}s")
