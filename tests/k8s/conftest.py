@@ -10,9 +10,11 @@ every namespace, pod, node path and process marker. The run folder is
 ``$CI_ARTIFACTS_DIR/k8s-run/<token>`` (``./artifacts`` by default); failure dumps go to
 ``$CI_ARTIFACTS_DIR/k8s-diagnostics/<test>.txt``.
 
-Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S13/S14/S16, then S41) are ordered last
-and, under pytest-xdist, wait until every scenario of a lower stage has finished (a barrier on
-done markers in the run folder), so they see a node that only this run's finished work touched.
+Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S13/S14/S16, then S41) are ordered last.
+Each does its own pods' work beside the others, then calls ``node_wide.wait()``: under
+pytest-xdist that blocks until every scenario of a lower stage has finished (a barrier on done
+markers in the run folder), so its node-wide checks see a node that only this run's finished
+work touched.
 
 ``REAPER_CI_KEEP_NAMESPACES=1`` keeps each test's namespace (for debugging).
 """
@@ -55,6 +57,7 @@ OUTCOMES_KEY = pytest.StashKey[dict]()
 KUBE_KEY = pytest.StashKey[object]()
 EXTRA_KEY = pytest.StashKey[list]()
 LEAK_KEY = pytest.StashKey[bool]()
+CALL_KEY = pytest.StashKey[str]()  # the call phase's outcome (passed/failed/skipped)
 # The config, for the few hooks that are not given it (logfinish, logreport); set once in pytest_configure.
 _STATE: dict = {}
 
@@ -285,22 +288,40 @@ def evidence(request):
 
 @pytest.fixture
 def node_wide(ctx, request, pytestconfig):
-    """For node-wide scenarios: wait until every scenario of a lower stage has finished."""
+    """For node-wide scenarios: the barrier, as a handle. A scenario does its own pods' work first
+    (its live half, beside the other scenarios) and calls ``node_wide.wait()`` where its checks
+    need the node to themselves: that blocks until every scenario of a lower stage has finished
+    and no other run of the suite has scenarios on the node. A scenario that never waits fails."""
     marker = request.node.get_closest_marker("node_wide")
     assert marker is not None, "the node_wide fixture is for @pytest.mark.node_wide scenarios"
-    stage = runstate.stage_of(marker)
-    needed = runstate.must_finish_before(pytestconfig.stash.get(STAGES_KEY, {}), stage)
-    waited = runstate.wait_done(ctx.run, needed, T.BARRIER)
-    if needed:
-        print(f"node-wide stage {stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
-    from k8s_suite.runlock import Runs
+    barrier = Barrier(ctx, request.node.name, runstate.stage_of(marker), pytestconfig.stash.get(STAGES_KEY, {}))
+    yield barrier
+    if barrier.waited is None and request.node.stash.get(CALL_KEY, "") == "passed":
+        pytest.fail(f"{request.node.name}: a node-wide scenario that never waited at its barrier "
+                    "(node_wide.wait()) judged the node while other scenarios ran", pytrace=False)
 
-    said: list[str] = []
-    other = Runs(ctx.api, ctx.token).enter("node-wide", log=said.append)  # no other run's scenarios from now on
-    if other >= 1:  # shown in the summary (a worker's output is not)
-        said.append(f"{request.node.name}: node-wide stage {stage} waited {other:.1f}s for other runs of the suite")
-        ctx.run.write(f"coordination-{naming.dns_label(request.node.name)}.txt", "\n".join(said) + "\n")
-    return stage
+
+class Barrier:
+    """``wait()``: the node-wide barrier of one scenario (see the ``node_wide`` fixture)."""
+
+    def __init__(self, ctx, test: str, stage: int, stages: dict):
+        self.ctx, self.test, self.stage, self.stages = ctx, test, stage, stages
+        self.waited: float | None = None
+
+    def wait(self) -> float:
+        needed = runstate.must_finish_before(self.stages, self.stage)
+        waited = runstate.wait_done(self.ctx.run, needed, T.BARRIER)
+        if needed:
+            print(f"node-wide stage {self.stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
+        from k8s_suite.runlock import Runs
+
+        said: list[str] = []
+        other = Runs(self.ctx.api, self.ctx.token).enter("node-wide", log=said.append)  # no other run's scenarios now
+        if other >= 1:  # shown in the summary (a worker's output is not)
+            said.append(f"{self.test}: node-wide stage {self.stage} waited {other:.1f}s for other runs of the suite")
+            self.ctx.run.write(f"coordination-{naming.dns_label(self.test)}.txt", "\n".join(said) + "\n")
+        self.waited = waited + other
+        return self.waited
 
 
 # --- reports: diagnostics, summary ---------------------------------------------------------------------
@@ -309,6 +330,8 @@ def node_wide(ctx, request, pytestconfig):
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call":
+        item.stash[CALL_KEY] = rep.outcome
     if rep.failed and rep.when == "teardown" and item.stash.get(LEAK_KEY, False):
         rep.user_properties.append(("failure_kind", "leak"))
     if not (rep.failed and rep.when in ("setup", "call")):

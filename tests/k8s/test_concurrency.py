@@ -56,11 +56,11 @@ def test_s15_concurrent_starts(kube):
 def test_s16_create_delete_stress(node_wide, ctx, kube, evidence):
     problems: list[str] = []
     with failing_with(problems):
-        _s16(ctx, kube, evidence, problems)
+        _s16(ctx, kube, node_wide, evidence, problems)
     assert not problems, "\n".join(problems)
 
 
-def _s16(ctx, kube, evidence, problems: list[str]) -> None:
+def _s16(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
     n = 6
     node = ctx.info.nodes[0]
     seconds = naming.sleep_seconds(kube.token, "s16")
@@ -104,6 +104,7 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
     assert not left, (f"pods not gone {time.monotonic() - began:.0f}s after their delete"
                       f"{podstate.stuck_note(left, T.KILL_SETTLE)}: ") + "; ".join(
         podstate.describe(p) for p in left)
+    kube.note_gone()  # S14 counts these pods' shims from here
 
     ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") == kube.ns) | kube.seen_ids | kube.sandbox_ids
     print(f"{len(ids)} container/sandbox ids seen for the {n} pods")
@@ -115,21 +116,6 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
     procs = _settle(lambda: nodeproc.with_args(ctx.ps(node), marker), T.NODE_PROCESS)
     if procs:
         problems.append(f"{len(procs)} `{' '.join(marker)}` process(es) left: " + "; ".join(p.line() for p in procs))
-    zs: list = []
-
-    def new_zombies():
-        # zombies below another namespace's live shim are that pod's (S13's, running beside this one):
-        # its scenario judges them; below containerd, init or one of these pods' shims they are this one's
-        nonlocal zs
-        now = ctx.ps(node)
-        foreign = {s.pid for s in ctx.scan_shims(node, now) if s.namespace and s.namespace != kube.ns}
-        zs = [z for z in nodeproc.new_zombies(before_procs, now)
-              if not any(a.pid in foreign for a in nodeproc.ancestors(now, z.pid))]
-        return nodeproc.zombie_report(now, zs) if zs else ""
-
-    report = _settle(new_zombies, T.ZOMBIE_SETTLE)
-    if report:
-        problems.append(f"{len(zs)} new zombie(s):\n{report}")
     if before_state is None:
         print(f"runtime {ctx.info.runtime} declares no state folder: state-entry check skipped")
     else:
@@ -138,7 +124,10 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
             new = nodeproc.container_ids_in(ctx.state_entries(node)) - before_state
             if not new:
                 return []
-            foreign = _other_namespaces_ids(ctx, node, kube.ns)  # another run's live pods (parallel runs)
+            # another live pod's (this run's other scenarios, another run), or one another scenario of
+            # this run recorded (its teardown judges that pod's entries)
+            foreign = _other_namespaces_ids(ctx, node, kube.ns) | runstate.ids_of(
+                e for e in ctx.run.recorded() if e.get("ns") != kube.ns)
             return sorted(e for e in new if e not in foreign or e in ids)
 
         new = _settle(unexplained_entries, T.STATE_CLEANUP)
@@ -147,6 +136,26 @@ def _s16(ctx, kube, evidence, problems: list[str]) -> None:
             ours = [e for e in new if e in ids]
             problems.append(f"{len(new)} new runtime state entr(y/ies) in {ctx.info.runtime_state_dir} not "
                             f"explained by another live pod ({len(ours)} named by these pods' ids): {new}")
+    # its own pods' part ran beside the other scenarios; a new zombie anywhere on the node is judged
+    # once no other scenario (but S13/S14, told apart by their shims) runs
+    node_wide.wait()
+    zs: list = []
+
+    owners = ("containerd", ctx.info.shim_process, ctx.info.runtime_binary)
+
+    def new_zombies():
+        # below containerd, a shim or the runtime (as S13: a zombie of init's, such as an exited shim
+        # init has not reaped yet, is the host's); below another namespace's live shim they are that
+        # pod's (S13's, running beside this one): its scenario judges them
+        nonlocal zs
+        now = ctx.ps(node)
+        foreign = {s.pid for s in ctx.scan_shims(node, now) if s.namespace and s.namespace != kube.ns}
+        zs = nodeproc.judged_zombies(before_procs, now, owners, foreign)
+        return nodeproc.zombie_report(now, zs) if zs else ""
+
+    report = _settle(new_zombies, T.ZOMBIE_SETTLE)
+    if report:
+        problems.append(f"{len(zs)} new zombie(s):\n{report}")
 
 
 def _delete_at_sandbox_ready(ctx, kube, node: str, names: list[str]) -> dict[str, str]:

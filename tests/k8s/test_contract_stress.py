@@ -97,6 +97,7 @@ def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
     restart = ctx.info.containerd_restart
     if not restart:
         pytest.skip(f"the {ctx.info.provisioner} cluster declares no way to restart containerd (containerd_restart)")
+    node_wide.wait()  # restarting containerd would break every other scenario's pods and execs
     name = kube.name("survivor")
     seconds = naming.sleep_seconds(kube.token, "s41")  # an upper bound of ticks, unique to the run
     # a counter the log must keep showing, continuously, across the restart (the same process)

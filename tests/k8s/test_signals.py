@@ -1,7 +1,7 @@
 """S11-S14: signals and process management (node access needed).
 
-S11 and S12 watch one pod; S13 and S14 are node-wide and run after everything else
-(``node_wide(stage=2)``): no zombies (under a live pod's shim after execs and orphans, and below
+S11 and S12 watch one pod; S13 and S14 are node-wide (``node_wide(stage=2)``): their own pod's
+part runs beside the other scenarios, their node-wide checks after everything else: no zombies (under a live pod's shim after execs and orphans, and below
 containerd/shims/runtime once every pod is gone), and no shim left for any deleted pod of this run.
 """
 
@@ -97,7 +97,8 @@ def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_
 def test_s13_no_defunct(ctx, node_wide, kube, evidence):
     problems: list[str] = []
     with failing_with(problems):
-        _zombies_while_alive(kube, problems, evidence)
+        _zombies_while_alive(kube, problems, evidence)  # its own pod, beside the other scenarios
+        node_wide.wait()
         began = time.monotonic()
         left = _wait_run_pods_gone(ctx)
         if left:
@@ -118,8 +119,7 @@ def test_s13_no_defunct(ctx, node_wide, kube, evidence):
                 new = nodeproc.new_zombies(baseline, procs)
                 # below another run's shims (two runs on one cluster): that run's to judge, not this one's
                 foreign = {s.pid for s in ctx.scan_shims(node) if naming.other_run(s.namespace, ctx.token)}
-                ours = [z for z in new if nodeproc.descends_from(procs, z.pid, owners)
-                        and not any(a.pid in foreign for a in nodeproc.ancestors(procs, z.pid))]
+                ours = nodeproc.judged_zombies(baseline, procs, owners, foreign)
                 if not ours or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -163,17 +163,18 @@ def _zombies_while_alive(kube, problems: list[str], evidence: list[str]) -> None
         evidence.append(report)
     kube.delete_pod(name)
     kube.wait_gone(name, timeout=T.POD_DELETE)
+    kube.note_gone()  # S14 counts this pod's shim from here
 
 
 @pytest.mark.node_wide(stage=2)
 def test_s14_shim_cleanup(ctx, node_wide, kube, evidence):
     problems: list[str] = []
     with failing_with(problems):
-        _s14(ctx, kube, evidence, problems)
+        _s14(ctx, kube, node_wide, evidence, problems)
     assert not problems, "\n".join(problems)
 
 
-def _s14(ctx, kube, evidence, problems: list[str]) -> None:
+def _s14(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
     # a running pod of our own first: proves that shims are found and matched to pods on this node
     name = kube.name("shim")
     kube.create(kube.pod("shim", ["sleep", str(naming.sleep_seconds(kube.token, "s14"))], grace=2))
@@ -186,8 +187,10 @@ def _s14(ctx, kube, evidence, problems: list[str]) -> None:
     kube.delete_pod(name)
     try:
         kube.wait_gone(name, timeout=T.POD_DELETE)
+        kube.note_gone()  # its shim's SHIM_CONFIRM counts from here, as another scenario's from its teardown
     except AssertionError as e:
         problems.append(str(e))
+    node_wide.wait()  # the rest judges every shim of the run
     left = _wait_run_pods_gone(ctx, keep_ns=None)
     if left:
         problems.append(f"{len(left)} deleted pod(s) of this run still exist{podstate.stuck_note(left, T.KILL_SETTLE)}: "

@@ -76,6 +76,18 @@ def test_zombies_and_new_zombies():
     assert "parent:" in np.zombie_report(ps, np.zombies(ps)) and SHIM in np.zombie_report(ps, np.zombies(ps))
 
 
+def test_judged_zombies_are_the_runtimes_own():
+    owners = ("containerd", SHIM, "reaper-runtime")
+    ps = procs() + np.parse_ps("PID PPID STAT COMMAND\n"
+                               "500 1 Z [containerd-shim] <defunct>\n"  # init's to reap: the host's
+                               "501 100 Z [containerd-shim] <defunct>\n"  # containerd's
+                               "502 300 Z [sh] <defunct>\n")  # below the runtime
+    assert [z.pid for z in np.judged_zombies([], ps, owners)] == [230, 501, 502]
+    # below a shim another scenario judges: left to it; the baseline's zombies are not new
+    assert [z.pid for z in np.judged_zombies([], ps, owners, {200})] == [501, 502]
+    assert [z.pid for z in np.judged_zombies(ps, ps, owners)] == []
+
+
 def test_shims_and_their_ids():
     found = np.shims(procs(), SHIM)
     assert [(s.pid, s.id) for s in found] == [(200, SANDBOX)]

@@ -54,6 +54,11 @@ def test_stages_and_order():
     took = {"s02": 90.0, "s01": 5.0}
     order = sorted(range(len(items)), key=lambda i: rs.order_key(items[i][1], items[i][2], i, took.get(items[i][0])))
     assert [items[i][0] for i in order] == ["s02", "s07", "s01", "s16", "s13"]
+    # within a node-wide stage too: the longest first (its own pods' part runs before the barrier)
+    items += [("s14", 2, False)]
+    took = {"s13": 20.0, "s14": 30.0}
+    order = sorted(range(len(items)), key=lambda i: rs.order_key(items[i][1], items[i][2], i, took.get(items[i][0])))
+    assert [items[i][0] for i in order][-2:] == ["s14", "s13"]
     stages = {"a": 0, "b": 0, "c": 1, "d": 2}
     assert rs.must_finish_before(stages, 1) == {"a", "b"}
     assert rs.must_finish_before(stages, 2) == {"a", "b", "c"}

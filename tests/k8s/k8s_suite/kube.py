@@ -211,6 +211,11 @@ class Kube:
         """Until the pod is gone; ends early when a container outlives its kill (it will not go)."""
         self.wait(name, podstate.gone, "pod gone", timeout, stop=podstate.gone_or_stuck(T.KILL_SETTLE))
 
+    def note_gone(self) -> None:
+        """Record that this namespace's pods are gone, now (S14 gives a shim of theirs SHIM_CONFIRM
+        seconds from then)."""
+        self.ctx.run.record({"ns": self.ns, "gone_at": time.time()})
+
     def wait_no_pods(self, timeout: float, *, record: bool = False) -> list[Pod]:
         """Poll until the namespace has no pod (observing their ids; ``record``: also writing this
         namespace's shim ids to the run folder, as a sandbox can appear after a delete was asked);

@@ -133,7 +133,7 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
         return (f"{len(left)} pod(s) still exist {time.monotonic() - started:.0f}s after namespace {kube.ns} was deleted"
                 f"{podstate.stuck_note(left, T.KILL_SETTLE)}: " + "; ".join(podstate.describe(p) for p in left[:5]))
     gone = time.monotonic()
-    kube.ctx.run.record({"ns": kube.ns, "gone_at": time.time()})  # S14: since when its shims are due to be gone
+    kube.note_gone()  # S14: since when its shims are due to be gone
     owner = owner_of(kube)
     deadline = time.monotonic() + T.LEAK_SETTLE
     judged_since: float | None = None

@@ -239,6 +239,17 @@ def new_zombies(before: Iterable[Proc], after: Iterable[Proc]) -> list[Proc]:
     return [p for p in after if p.zombie and (p.pid, p.ppid) not in old]
 
 
+def judged_zombies(before: Iterable[Proc], now: Sequence[Proc], owners: Iterable[str],
+                   left_to_others: Iterable[int] = ()) -> list[Proc]:
+    """The zombies new since ``before`` that the runtime answers for: below containerd, a shim or
+    the runtime (``owners``, by program name), and not below one of ``left_to_others`` (the pids of
+    shims whose pods another scenario or run judges). A zombie of init's, such as an exited shim
+    init has not reaped yet, is the host's."""
+    others = set(left_to_others)
+    return [z for z in new_zombies(before, now) if descends_from(now, z.pid, owners)
+            and not any(a.pid in others for a in ancestors(now, z.pid))]
+
+
 def zombie_report(procs: Sequence[Proc], zs: Sequence[Proc]) -> str:
     table = by_pid(procs)
     rows = []

@@ -100,12 +100,10 @@ SLOW_GUESS = 60.0  # seconds assumed for a scenario marked slow that has no meas
 
 
 def order_key(stage: int, slow: bool, index: int, seconds: float | None = None) -> tuple[int, float, int]:
-    """Collection order: by stage; within stage 0 the longest first (they bound the wall time under
-    pytest-xdist): the duration measured last time on this runtime, else slow-marked ones first;
-    otherwise as written."""
-    if stage != 0:
-        return (stage, 0.0, index)
-    return (0, -(seconds if seconds is not None else (SLOW_GUESS if slow else 0.0)), index)
+    """Collection order: by stage; within a stage the longest first (they bound the wall time under
+    pytest-xdist; a node-wide one's own pods run before its barrier, beside the stage before): the
+    duration measured last time on this runtime, else slow-marked ones first; otherwise as written."""
+    return (stage, -(seconds if seconds is not None else (SLOW_GUESS if slow else 0.0)), index)
 
 
 def for_workers(ordered: Sequence[T_], stage0: int, workers: int) -> list[T_]:
