@@ -16,7 +16,7 @@ from k8s_suite import naming, nodeproc
 from k8s_suite import timeouts as T
 from k8s_suite.streams import WaitError
 
-KILL_SLACK = 5.0  # seconds past the moment SIGKILL was due by which a killed tree is gone (S32's bound too)
+KILL_SLACK = 5.0  # seconds by which the rest of a tree is gone once one of it was killed (S32: past SIGKILL's due time)
 
 WHAT = {"group": "the child in the shell's process group",
         "setsid": "the child in a session of its own (setsid)"}
@@ -63,12 +63,30 @@ def left(kube, node: str, t: Tree) -> dict[str, list[nodeproc.Proc]]:
     return {k: found for k, argv in t.markers.items() if (found := nodeproc.with_args(procs, argv))}
 
 
-def wait_gone(kube, node: str, t: Tree, timeout: float) -> dict[str, list[nodeproc.Proc]]:
-    """Until no child is left, or ``timeout``: the children still there (empty: all gone)."""
-    deadline = time.monotonic() + timeout
-    while (there := left(kube, node, t)) and time.monotonic() <= deadline:
-        time.sleep(0.25)  # poll interval until the deadline
-    return there
+def wait_gone(kube, node: str, t: Tree, before: list[nodeproc.Proc], bound: float,
+              timeout: float) -> tuple[dict[str, list[nodeproc.Proc]], str]:
+    """Until no child is left. A child still there ``bound`` seconds from now is judged if the
+    runtime's kill has reached the tree by then (a process of it, a child of ``before`` from
+    :func:`wait_started` or the shell, their parent, is gone; at least KILL_SLACK seconds before):
+    it was not killed. With none gone (the kill not there yet: a slow node), it waits on until
+    ``timeout``. Returns the children still there (empty: all gone) and what the verdict rests on."""
+    members = {p.pid for p in before} | {p.ppid for p in before if p.ppid > 1}
+    start = time.monotonic()
+    killed_at = None
+    while True:
+        procs = kube.ctx.ps(node)
+        there = {k: found for k, argv in t.markers.items() if (found := nodeproc.with_args(procs, argv))}
+        now = time.monotonic() - start
+        if not there:
+            return there, ""
+        table = nodeproc.by_pid(procs)
+        if killed_at is None and any(pid not in table or table[pid].zombie for pid in members):
+            killed_at = now
+        if killed_at is not None and now >= max(bound, killed_at + KILL_SLACK):
+            return there, "another process of its tree was killed"
+        if now > timeout:
+            return there, "no process of its tree was killed"
+        time.sleep(0.25)  # poll interval until the evidence or the deadline
 
 
 def describe(left: dict[str, list[nodeproc.Proc]]) -> str:
