@@ -294,34 +294,11 @@ def node_wide(ctx, request, pytestconfig):
     and no other run of the suite has scenarios on the node. A scenario that never waits fails."""
     marker = request.node.get_closest_marker("node_wide")
     assert marker is not None, "the node_wide fixture is for @pytest.mark.node_wide scenarios"
-    barrier = Barrier(ctx, request.node.name, runstate.stage_of(marker), pytestconfig.stash.get(STAGES_KEY, {}))
+    barrier = runstate.Barrier(ctx, request.node.name, runstate.stage_of(marker), pytestconfig.stash.get(STAGES_KEY, {}))
     yield barrier
     if barrier.waited is None and request.node.stash.get(CALL_KEY, "") == "passed":
         pytest.fail(f"{request.node.name}: a node-wide scenario that never waited at its barrier "
                     "(node_wide.wait()) judged the node while other scenarios ran", pytrace=False)
-
-
-class Barrier:
-    """``wait()``: the node-wide barrier of one scenario (see the ``node_wide`` fixture)."""
-
-    def __init__(self, ctx, test: str, stage: int, stages: dict):
-        self.ctx, self.test, self.stage, self.stages = ctx, test, stage, stages
-        self.waited: float | None = None
-
-    def wait(self) -> float:
-        needed = runstate.must_finish_before(self.stages, self.stage)
-        waited = runstate.wait_done(self.ctx.run, needed, T.BARRIER)
-        if needed:
-            print(f"node-wide stage {self.stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
-        from k8s_suite.runlock import Runs
-
-        said: list[str] = []
-        other = Runs(self.ctx.api, self.ctx.token).enter("node-wide", log=said.append)  # no other run's scenarios now
-        if other >= 1:  # shown in the summary (a worker's output is not)
-            said.append(f"{self.test}: node-wide stage {self.stage} waited {other:.1f}s for other runs of the suite")
-            self.ctx.run.write(f"coordination-{naming.dns_label(self.test)}.txt", "\n".join(said) + "\n")
-        self.waited = waited + other
-        return self.waited
 
 
 # --- reports: diagnostics, summary ---------------------------------------------------------------------

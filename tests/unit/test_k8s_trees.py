@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import _k8s_path  # noqa: F401
+from _kind_fake import FakeClock
 
 from k8s_suite import nodeproc, trees
 
@@ -19,21 +20,10 @@ def table(*rows: str) -> list[nodeproc.Proc]:
                              + "\n".join(rows))
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-
-
 def run(monkeypatch, timeline, bound=10.0, timeout=35.0):
     """``timeline``: (from second, process table) pairs; returns (left, why, judged at)."""
-    clock = Clock()
-    monkeypatch.setattr(trees, "time", clock)
+    clock = FakeClock()
+    monkeypatch.setattr(trees, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep))
 
     def ps(node):
         return [t for at, t in timeline if at <= clock.now][-1]

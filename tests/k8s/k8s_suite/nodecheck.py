@@ -148,7 +148,7 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
         judged_since = (judged_since or now) if bad and None not in need else None
         if not bad or now > deadline or (judged_since is not None and now - judged_since >= max(need)):
             break
-        time.sleep(0.5)
+        time.sleep(0.5)  # poll interval until the node is clean, a leak is judged, or the deadline
     if marks is not None:
         marks.append(f"pods gone +{gone - started:.1f}s, node scan {time.monotonic() - gone:.1f}s")
     kube.leak_summary += [lk.summary() for lk in bad.values()]

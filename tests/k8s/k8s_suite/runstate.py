@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from ci.console import Row
 
-from k8s_suite.naming import scenario_id
+from k8s_suite.naming import dns_label, scenario_id
+from k8s_suite.timeouts import BARRIER
 
 T_ = TypeVar("T_")
 
@@ -167,6 +168,29 @@ def wait_done(run: RunDir, needed: set[str], timeout: float, poll: float = 0.5,
             raise BarrierTimeout(f"node-wide check: {len(missing)} other scenario(s) still not finished after "
                                  f"{timeout:.0f}s: {shown}")
         sleep(poll)
+
+
+class Barrier:
+    """``wait()``: the node-wide barrier of one scenario (see the ``node_wide`` fixture)."""
+
+    def __init__(self, ctx, test: str, stage: int, stages: dict):
+        self.ctx, self.test, self.stage, self.stages = ctx, test, stage, stages
+        self.waited: float | None = None
+
+    def wait(self) -> float:
+        needed = must_finish_before(self.stages, self.stage)
+        waited = wait_done(self.ctx.run, needed, BARRIER)
+        if needed:
+            print(f"node-wide stage {self.stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
+        from k8s_suite.runlock import Runs  # the API client: only node-wide scenarios need it
+
+        said: list[str] = []
+        other = Runs(self.ctx.api, self.ctx.token).enter("node-wide", log=said.append)  # no other run's scenarios now
+        if other >= 1:  # shown in the summary (a worker's output is not)
+            said.append(f"{self.test}: node-wide stage {self.stage} waited {other:.1f}s for other runs of the suite")
+            self.ctx.run.write(f"coordination-{dns_label(self.test)}.txt", "\n".join(said) + "\n")
+        self.waited = waited + other
+        return self.waited
 
 
 # --- summary -------------------------------------------------------------------------------------
