@@ -358,7 +358,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     message = ""
     if report.failed:
         crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or str(report.longrepr or "")
-        message = next((l.strip() for l in crash.splitlines() if l.strip()), "")[:500]
+        # the gate matches an entry against this whole first line: a pod's description in it runs to
+        # ~600 characters (its container's end last), so only a runaway line is cut
+        message = next((l.strip() for l in crash.splitlines() if l.strip()), "")[:4000]
     o.add(report.when, report.outcome, report.duration, detail, message)
 
 

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from k8s_suite import manifests, podstate, trees
+from k8s_suite import timeouts as T
 from k8s_suite import manifests as m
 from k8s_suite.manifests import sh
 
@@ -112,21 +113,18 @@ def test_s32_grace_period_ends_in_sigkill(kube, evidence):
     evidence.append("before delete:\n" + "\n".join(p.line() for p in before))
     asked = time.monotonic()
     kube.delete_pod(name, grace=grace)
-    gone_at: dict[str, float] = {}
-    deadline = asked + grace + trees.KILL_SLACK
-    while True:  # when each child went (the table is polled, so a time is at most one poll late)
-        left = trees.left(kube, node, tree)
-        now = time.monotonic()
-        for k in tree.markers.keys() - left.keys():
-            gone_at.setdefault(k, now - asked)
-        if not left or now > deadline:
-            break
-        time.sleep(0.25)  # poll interval until the deadline
+    # judged as S12 (trees.wait_gone): a child still there 5 s after SIGKILL's due time fails once another
+    # process of its tree is gone (the kill reached the tree); with none gone (a slow node), KILL_SETTLE
+    # past the grace
+    seen: dict[str, float] = {}
+    left, why = trees.wait_gone(kube, node, tree, before, bound=grace + trees.KILL_SLACK,
+                                timeout=grace + T.KILL_SETTLE, gone_at=seen)
+    gone_at = {k: t - asked for k, t in seen.items()}
     print(f"TERM-ignoring tree (grace {grace}s): " + ", ".join(f"{trees.WHAT[k]} gone {t:.1f}s after the delete"
                                                                for k, t in sorted(gone_at.items())))
     assert not left, (
-        f"processes ignoring TERM were still there {grace + trees.KILL_SLACK:.0f}s after a delete with a {grace}s grace "
-        f"period: SIGKILL came late or not at all for {trees.describe(left)}")
+        f"processes ignoring TERM were still there {time.monotonic() - asked:.0f}s after a delete with a {grace}s grace "
+        f"period ({why}): SIGKILL came late or not at all for {trees.describe(left)}")
     early = {k: t for k, t in gone_at.items() if t < grace - 0.5}
     assert not early, (
         "processes ignoring TERM were killed before the grace period ended: "

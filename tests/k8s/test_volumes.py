@@ -37,10 +37,19 @@ def _update_reaches_the_pod(kube, name: str, what: str, first: str, second: str,
     second) has UPDATE_SEEN seconds to print it; the kubelet's sync period is only waited for once."""
     try:
         pod = kube.wait_running(name)
-        kube.follow_logs(name, timeout=T.VOLUME_UPDATE + 30).wait_for_line(first, T.POD_START)
     except (AssertionError, WaitError) as e:
+        # the container ended (or never started) before the first wait saw it run: what it printed says
+        # whether it read the file; the wait's first line (uncut) says how the container ended
+        printed, why = kube.log_lines(name), str(e).splitlines()[0]
+        if printed:
+            pytest.fail(f"the {what}'s mounted file did not hold {first!r} at the start: the pod printed "
+                        f"{printed!r} and ended: {why}", pytrace=False)
+        pytest.fail(f"the pod ended before printing anything (nothing of the {what} was read): {why}", pytrace=False)
+    try:
+        kube.follow_logs(name, timeout=T.VOLUME_UPDATE + 30).wait_for_line(first, T.POD_START)
+    except WaitError as e:
         pytest.fail(f"the {what}'s mounted file did not hold {first!r} at the start: the pod printed "
-                    f"{kube.log_lines(name)!r} ({str(e).splitlines()[0][:200]})", pytrace=False)
+                    f"{kube.log_lines(name)!r} ({str(e).splitlines()[0]})", pytrace=False)
     node = kube.node_of(pod)
     plugin, volume, key = kubelet_file
     path = f"{kube.info.kubelet_root}/pods/{pod['metadata']['uid']}/volumes/{plugin}/{volume}/{key}"

@@ -20,7 +20,7 @@ def table(*rows: str) -> list[nodeproc.Proc]:
                              + "\n".join(rows))
 
 
-def run(monkeypatch, timeline, bound=10.0, timeout=35.0):
+def run(monkeypatch, timeline, bound=10.0, timeout=35.0, gone_at=None):
     """``timeline``: (from second, process table) pairs; returns (left, why, judged at)."""
     clock = FakeClock()
     monkeypatch.setattr(trees, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep))
@@ -30,7 +30,7 @@ def run(monkeypatch, timeline, bound=10.0, timeout=35.0):
 
     kube = SimpleNamespace(ctx=SimpleNamespace(ps=ps))
     before = [p for p in table(GROUP, SETSID) if p.pid in (51, 52)]
-    left, why = trees.wait_gone(kube, "n", TREE, before, bound=bound, timeout=timeout)
+    left, why = trees.wait_gone(kube, "n", TREE, before, bound=bound, timeout=timeout, gone_at=gone_at)
     return left, why, clock.now
 
 
@@ -61,3 +61,12 @@ def test_a_killed_shell_left_a_zombie_counts_as_killed(monkeypatch):
 def test_a_tree_nothing_reached_is_judged_at_the_timeout(monkeypatch):
     left, why, at = run(monkeypatch, [(0, table(SHELL, GROUP, SETSID))])
     assert set(left) == {"group", "setsid"} and why == "no process of its tree was killed" and 35 < at < 35.5
+
+
+def test_when_each_child_went_is_recorded(monkeypatch):
+    # S32 judges "killed before the grace period" on these times
+    gone_at = {}
+    left, _, at = run(monkeypatch, [(0, table(SHELL, GROUP, SETSID)), (3, table(SHELL, SETSID)), (7, table())],
+                      gone_at=gone_at)
+    assert left == {} and 7 <= at < 7.5
+    assert 3 <= gone_at["group"] < 3.5 and 7 <= gone_at["setsid"] < 7.5

@@ -64,12 +64,13 @@ def left(kube, node: str, t: Tree) -> dict[str, list[nodeproc.Proc]]:
 
 
 def wait_gone(kube, node: str, t: Tree, before: list[nodeproc.Proc], bound: float,
-              timeout: float) -> tuple[dict[str, list[nodeproc.Proc]], str]:
+              timeout: float, gone_at: dict[str, float] | None = None) -> tuple[dict[str, list[nodeproc.Proc]], str]:
     """Until no child is left. A child still there ``bound`` seconds from now is judged if the
     runtime's kill has reached the tree by then (a process of it, a child of ``before`` from
     :func:`wait_started` or the shell, their parent, is gone; at least KILL_SLACK seconds before):
     it was not killed. With none gone (the kill not there yet: a slow node), it waits on until
-    ``timeout``. Returns the children still there (empty: all gone) and what the verdict rests on."""
+    ``timeout``. Returns the children still there (empty: all gone) and what the verdict rests on;
+    ``gone_at`` (when given) gets the monotonic time each child was first seen gone (one poll late at most)."""
     members = {p.pid for p in before} | {p.ppid for p in before if p.ppid > 1}
     start = time.monotonic()
     killed_at = None
@@ -77,6 +78,9 @@ def wait_gone(kube, node: str, t: Tree, before: list[nodeproc.Proc], bound: floa
         procs = kube.ctx.ps(node)
         there = {k: found for k, argv in t.markers.items() if (found := nodeproc.with_args(procs, argv))}
         now = time.monotonic() - start
+        if gone_at is not None:
+            for k in t.markers.keys() - there.keys():
+                gone_at.setdefault(k, start + now)
         if not there:
             return there, ""
         table = nodeproc.by_pid(procs)
