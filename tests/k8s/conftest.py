@@ -10,7 +10,7 @@ every namespace, pod, node path and process marker. The run folder is
 ``$CI_ARTIFACTS_DIR/k8s-run/<token>`` (``./artifacts`` by default); failure dumps go to
 ``$CI_ARTIFACTS_DIR/k8s-diagnostics/<test>.txt``.
 
-Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S13/S14/S16, then S41) are ordered last.
+Node-wide scenarios (``@pytest.mark.node_wide(stage=N)``: S13/S14/S16, then S41 beside their checks) are ordered last.
 Each does its own pods' work beside the others, then calls ``node_wide.wait()``: under
 pytest-xdist that blocks until every scenario of a lower stage has finished (a barrier on done
 markers in the run folder), so its node-wide checks see a node that only this run's finished
@@ -294,7 +294,8 @@ def node_wide(ctx, request, pytestconfig):
     and no other run of the suite has scenarios on the node. A scenario that never waits fails."""
     marker = request.node.get_closest_marker("node_wide")
     assert marker is not None, "the node_wide fixture is for @pytest.mark.node_wide scenarios"
-    barrier = runstate.Barrier(ctx, request.node.name, runstate.stage_of(marker), pytestconfig.stash.get(STAGES_KEY, {}))
+    barrier = runstate.Barrier(ctx, request.node.name, runstate.stage_of(marker), pytestconfig.stash.get(STAGES_KEY, {}),
+                               request.node.nodeid, runstate.beside_of(marker))
     yield barrier
     if barrier.waited is None and request.node.stash.get(CALL_KEY, "") == "passed":
         pytest.fail(f"{request.node.name}: a node-wide scenario that never waited at its barrier "

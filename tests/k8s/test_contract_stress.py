@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from k8s_suite import naming, podstate
+from k8s_suite import naming, podstate, runstate
 from k8s_suite import timeouts as T
 from k8s_suite.manifests import sh
 
@@ -92,18 +92,22 @@ def _exited_or_why(kube, name: str):
         return str(e).splitlines()[0]
 
 
-@pytest.mark.node_wide(stage=3)
+@pytest.mark.node_wide(stage=3, beside=True)  # once S13/S14/S16's pods are gone, beside their node checks
 def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
     restart = ctx.info.containerd_restart
     if not restart:
         pytest.skip(f"the {ctx.info.provisioner} cluster declares no way to restart containerd (containerd_restart)")
     node_wide.wait()  # restarting containerd would break every other scenario's pods and execs
+    # the node-wide checks of this stage leave this pod (and its shim, its zombies) to this scenario's
+    # teardown (runstate.live_beside)
+    ctx.run.record({"ns": kube.ns, runstate.LIVE_BESIDE: True})
     name = kube.name("survivor")
     seconds = naming.sleep_seconds(kube.token, "s41")  # an upper bound of ticks, unique to the run
     # a counter the log must keep showing, continuously, across the restart (the same process)
     kube.create(kube.pod("survivor", sh(f"i=0; while [ $i -lt {seconds} ]; do i=$((i+1)); echo tick-$i; sleep 0.2; "
                                         "done"), grace=1))
     pod = kube.wait_running(name)
+    kube.record_ids()
     node = kube.node_of(pod)
     cid = podstate.container_id(podstate.container_status(pod))
     kube.follow_logs(name, timeout=T.POD_START).wait_for_line("tick-3", T.POD_START)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate, trees
+from k8s_suite import manifests, naming, nodecheck, nodeproc, podstate, runstate, trees
 from k8s_suite import timeouts as T
 from k8s_suite.kube import failing_with, log_lines, without_stream_end_error
 from k8s_suite.manifests import sh
@@ -85,11 +85,13 @@ def test_s12_process_group_kill(kube, evidence):
 
 
 def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_PODS_GONE) -> list[dict]:
-    """Pods of this run that are still there after ``timeout`` (ignoring ``keep_ns``), or at once when
-    each of them outlives its kill (:func:`k8s_suite.podstate.outliving_its_kill`)."""
+    """Pods of this run that are still there after ``timeout`` (ignoring ``keep_ns`` and the pods a
+    node-wide scenario of this stage keeps live: runstate.live_beside), or at once when each of them
+    outlives its kill (:func:`k8s_suite.podstate.outliving_its_kill`)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [p for p in ctx.run_pods() if p["metadata"]["namespace"] != keep_ns]
+        skip = runstate.live_beside(ctx.run.recorded())[0] | {keep_ns}
+        left = [p for p in ctx.run_pods() if p["metadata"]["namespace"] not in skip]
         if not left or time.monotonic() > deadline or podstate.all_stuck(left, T.KILL_SETTLE):
             return left
         time.sleep(0.5)
@@ -119,8 +121,11 @@ def test_s13_no_defunct(ctx, node_wide, kube, evidence):
             while True:
                 procs = ctx.ps(node)
                 new = nodeproc.new_zombies(baseline, procs)
-                # below another run's shims (two runs on one cluster): that run's to judge, not this one's
-                foreign = {s.pid for s in ctx.scan_shims(node) if naming.other_run(s.namespace, ctx.token)}
+                # below another run's shims (two runs on one cluster), or the shim of a pod a scenario of
+                # this stage keeps live (S41's): that run's or that scenario's to judge, not this one's
+                live, live_ids = runstate.live_beside(ctx.run.recorded())
+                foreign = {s.pid for s in ctx.scan_shims(node) if naming.other_run(s.namespace, ctx.token)
+                           or s.namespace in live or s.id in live_ids or s.sandbox_id in live_ids}
                 ours = nodeproc.judged_zombies(baseline, procs, owners, foreign)
                 if not ours or time.monotonic() > deadline:
                     break
@@ -209,7 +214,10 @@ def _s14(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
     for n in ctx.info.nodes:
         began, first_seen = time.monotonic(), {}
         while True:
-            leftovers = nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
+            # the shim of a pod a scenario of this stage keeps live (S41's) is its teardown's to judge
+            live, live_ids = runstate.live_beside(ctx.run.recorded())
+            leftovers = [s for s in nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
+                         if s.namespace not in live and s.id not in live_ids and s.sandbox_id not in live_ids]
             now = time.monotonic()
             for s in leftovers:
                 since = gone_at.get(s.namespace)  # wall clock, written by another worker

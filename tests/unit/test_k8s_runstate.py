@@ -62,6 +62,29 @@ def test_stages_and_order():
     stages = {"a": 0, "b": 0, "c": 1, "d": 2}
     assert rs.must_finish_before(stages, 1) == {"a", "b"}
     assert rs.must_finish_before(stages, 2) == {"a", "b", "c"}
+    # beside the stage before: that stage's scenarios only have to reach their barrier
+    stages["e"] = 3
+    assert rs.must_finish_before(stages, 3, beside=True) == {"a", "b", "c"}
+    assert rs.must_arrive_before(stages, 3, beside=True) == {"d"}
+    assert rs.must_arrive_before(stages, 3) == set() and rs.must_finish_before(stages, 3) == {"a", "b", "c", "d"}
+    assert rs.beside_of(SimpleNamespace(kwargs={"stage": 3, "beside": True})) and not rs.beside_of(None)
+
+
+def test_wait_done_takes_an_arrival_or_a_done_marker_for_the_stage_beside(tmp_path):
+    run = rs.RunDir(tmp_path).ensure()
+    clock = {"t": 0.0}
+
+    def sleep(s):
+        clock["t"] += s
+        if clock["t"] >= 2:
+            run.mark_arrived("t::test_s13")  # reaches its barrier at 2 s
+        if clock["t"] >= 3:
+            run.mark_done("t::test_s16")  # failed before its barrier: done at 3 s
+
+    waited = rs.wait_done(run, set(), 10, clock=lambda: clock["t"], sleep=sleep, arrived={"t::test_s13", "t::test_s16"})
+    assert waited == 3.0
+    with pytest.raises(rs.BarrierTimeout):
+        rs.wait_done(run, set(), 1, clock=lambda: clock["t"], sleep=sleep, arrived={"t::test_s14"})
 
 
 def test_outcomes():

@@ -64,6 +64,16 @@ class RunDir:
         d = self.path / "done"
         return {p.read_text() for p in d.iterdir()} if d.is_dir() else set()
 
+    def mark_arrived(self, nodeid: str) -> None:
+        """A node-wide scenario reached its barrier: its own pods' part is over (they are gone)."""
+        d = self.path / "arrived"
+        d.mkdir(exist_ok=True)
+        (d / _digest(nodeid)).write_text(nodeid)
+
+    def arrived(self) -> set[str]:
+        d = self.path / "arrived"
+        return {p.read_text() for p in d.iterdir()} if d.is_dir() else set()
+
     # small files -------------------------------------------------------------------------------
     def write(self, name: str, text: str) -> Path:
         p = self.path / name
@@ -84,6 +94,18 @@ def ids_of(entries: Iterable[Mapping[str, Any]]) -> set[str]:
     return out
 
 
+LIVE_BESIDE = "live_beside_node_wide"  # a run record's key: this namespace's pods live on through its stage's checks
+
+
+def live_beside(entries: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
+    """Namespaces (and their recorded ids) whose pod a node-wide scenario keeps running beside the
+    other node-wide checks of its stage (S41's survivor, across its containerd restart): those
+    checks leave it alone; its own teardown judges what it leaves."""
+    entries = list(entries)
+    live = {e["ns"] for e in entries if e.get(LIVE_BESIDE) and e.get("ns")}
+    return live, ids_of(e for e in entries if e.get("ns") in live)
+
+
 def _digest(nodeid: str) -> str:
     return hashlib.sha1(nodeid.encode()).hexdigest()[:20]
 
@@ -95,6 +117,12 @@ def stage_of(node_wide: Any | None) -> int:
     if node_wide is None:
         return 0
     return int(getattr(node_wide, "kwargs", {}).get("stage", 1))
+
+
+def beside_of(node_wide: Any | None) -> bool:
+    """``node_wide(stage=N, beside=True)``: the scenario's node-wide part runs beside stage N-1's
+    (it needs their own pods gone, not their checks over: S41's restart beside S13/S14/S16's checks)."""
+    return bool(node_wide is not None and getattr(node_wide, "kwargs", {}).get("beside", False))
 
 
 SLOW_GUESS = 60.0  # seconds assumed for a scenario marked slow that has no measured duration yet
@@ -146,9 +174,16 @@ def save_durations(path: Path | None, outcomes: Iterable["Outcome"]) -> None:
         pass
 
 
-def must_finish_before(stages: Mapping[str, int], stage: int) -> set[str]:
-    """Test ids that have to be done before a node-wide test of ``stage`` starts."""
-    return {nid for nid, s in stages.items() if s < stage}
+def must_finish_before(stages: Mapping[str, int], stage: int, beside: bool = False) -> set[str]:
+    """Test ids that have to be done before a node-wide test of ``stage`` starts (``beside``: but
+    those of the stage just before it, see :func:`must_arrive_before`)."""
+    return {nid for nid, s in stages.items() if s < stage - (1 if beside and stage > 1 else 0)}
+
+
+def must_arrive_before(stages: Mapping[str, int], stage: int, beside: bool = False) -> set[str]:
+    """``beside``: the node-wide tests of the stage just before ``stage``, which have to reach their
+    own barrier (or be done) before it starts; none otherwise."""
+    return {nid for nid, s in stages.items() if beside and stage > 1 and s == stage - 1}
 
 
 class BarrierTimeout(AssertionError):
@@ -156,11 +191,14 @@ class BarrierTimeout(AssertionError):
 
 
 def wait_done(run: RunDir, needed: set[str], timeout: float, poll: float = 0.5,
-              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> float:
-    """Block until every test in ``needed`` has a done marker; return the seconds waited."""
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+              arrived: set[str] = frozenset()) -> float:
+    """Block until every test in ``needed`` has a done marker and every one in ``arrived`` an arrival
+    (or a done) marker; return the seconds waited."""
     start = clock()
     while True:
-        missing = needed - run.done()
+        done = run.done()
+        missing = (needed - done) | (arrived - done - (run.arrived() if arrived else set()))
         if not missing:
             return clock() - start
         if clock() - start > timeout:
@@ -173,15 +211,19 @@ def wait_done(run: RunDir, needed: set[str], timeout: float, poll: float = 0.5,
 class Barrier:
     """``wait()``: the node-wide barrier of one scenario (see the ``node_wide`` fixture)."""
 
-    def __init__(self, ctx, test: str, stage: int, stages: dict):
+    def __init__(self, ctx, test: str, stage: int, stages: dict, nodeid: str = "", beside: bool = False):
         self.ctx, self.test, self.stage, self.stages = ctx, test, stage, stages
+        self.nodeid, self.beside = nodeid or test, beside
         self.waited: float | None = None
 
     def wait(self) -> float:
-        needed = must_finish_before(self.stages, self.stage)
-        waited = wait_done(self.ctx.run, needed, BARRIER)
-        if needed:
-            print(f"node-wide stage {self.stage}: waited {waited:.1f}s for {len(needed)} other scenario(s)")
+        self.ctx.run.mark_arrived(self.nodeid)
+        needed = must_finish_before(self.stages, self.stage, self.beside)
+        arrive = must_arrive_before(self.stages, self.stage, self.beside)
+        waited = wait_done(self.ctx.run, needed, BARRIER, arrived=arrive)
+        if needed or arrive:
+            print(f"node-wide stage {self.stage}: waited {waited:.1f}s for {len(needed)} other scenario(s) to finish"
+                  + (f", {len(arrive)} to reach their barrier" if arrive else ""))
         from k8s_suite.runlock import Runs  # the API client: only node-wide scenarios need it
 
         said: list[str] = []
