@@ -9,6 +9,11 @@ class UsageError(CIError):
     """The command line or environment is wrong (bad flag, bad path)."""
 
 
+class ClientMismatch(UsageError):
+    """The Kubernetes Python client lacks what the pipeline calls (another version than
+    requirements.txt pins): no wait fixes it, and it must not read as an unhealthy cluster."""
+
+
 class SetupError(CIError):
     """Infrastructure failed (cluster, images, install): not a failure of the product under test."""
 

@@ -2,7 +2,8 @@
 
 A probe returns ``True`` (or any truthy value that is not a string) when done; anything else is
 the state seen, kept for the timeout message. An exception from the probe is a state too ("not
-ready yet"), except the ``definite`` ones, which are verdicts waiting cannot change. ``check``
+ready yet"), except the ``definite`` ones, which are verdicts waiting cannot change, and
+:class:`~ci.errors.ClientMismatch` (the API client lacks what the probe calls). ``check``
 runs after each unready poll and may raise (a watched process died). Clock and sleep are
 injectable so the tests of a provisioner run without waiting.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ci.errors import SetupError
+from ci.errors import ClientMismatch, SetupError
 
 Probe = Callable[[], object]
 
@@ -33,7 +34,7 @@ def until(what: str, probe: Probe, timeout: float, *, poll: float = 0.5, definit
             last = probe()
             if done(last):
                 return
-        except definite:
+        except (*definite, ClientMismatch):  # a verdict, or a client waiting cannot change
             raise
         except Exception as e:  # noqa: BLE001 - any probe failure is "not ready yet"; kept as the last state
             last = f"{type(e).__name__}: {e}"

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ci import console
 from ci.cluster.base import ClusterInfo
-from ci.errors import RuntimeFailure, SetupError, SmokeFailed
+from ci.errors import ClientMismatch, RuntimeFailure, SetupError, SmokeFailed
 
 SMOKE_POD = "reaper-ci-smoke"
 SMOKE_TEXT = "reaper-ci-smoke-ok"
@@ -57,7 +57,13 @@ class Verifier:
         self.node_api = client.NodeV1Api(self.api)
 
     def _get(self, path: str) -> tuple[int, str]:
-        method, url, headers, body, post = self.api.param_serialize("GET", path)
+        try:
+            method, url, headers, body, post = self.api.param_serialize("GET", path)
+        except (AttributeError, TypeError) as e:
+            import kubernetes
+
+            raise ClientMismatch(f"the kubernetes Python client {kubernetes.__version__} cannot build a request "
+                                 f"({type(e).__name__}: {e}); install the version requirements.txt pins") from None
         try:
             r = self.api.call_api(method, url, headers, _request_timeout=REQUEST)
             r.read()

@@ -168,3 +168,16 @@ def test_restart_joins_the_old_process_cgroups_v1_and_v2():
     v2 = "40 25 0:31 /kubelet.slice /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
     assert restart_local.cgroup_procs_files(1, v2, "0::/kubelet.slice/containerd\n") == [
         "/sys/fs/cgroup/containerd/cgroup.procs"]
+
+
+def test_a_client_without_the_called_interface_is_a_usage_error_at_once_not_an_unready_api():
+    # seen with kubernetes 36 installed instead of the pinned 37: the readiness probe failed for 10 s and
+    # the local cluster was recreated as "not healthy"
+    from ci.errors import ClientMismatch, UsageError
+
+    v = verify.Verifier.__new__(verify.Verifier)
+    v.api = object()  # no param_serialize
+    c = Clock()
+    with pytest.raises(ClientMismatch, match=r"kubernetes Python client .* cannot build a request \(AttributeError"):
+        until("kube-apiserver /readyz", v.readyz, 10, clock=c, sleep=c.sleep)
+    assert c.now == 0.0 and issubclass(ClientMismatch, UsageError)
