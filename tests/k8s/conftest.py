@@ -21,6 +21,7 @@ work touched.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -28,6 +29,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker: no collections until its own collection ends,
+    gc.disable()  # while it imports the API client (pytest_collection_finish; ~15 % of that CPU, measured)
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -142,6 +146,12 @@ def _enter_parallel(info: ClusterInfo, run: runstate.RunDir) -> None:
             run.write(f"ps-before-{name}.txt", access.run(name, nodeproc.PS_ARGV, timeout=T.NODE_COMMAND).stdout)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001
+    """All reported: a frozen heap is not walked again at exit (~0.2 s of CPU per process, all at the end)."""
+    gc.freeze()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:  # noqa: ARG001
     runs = _STATE.pop("runs", None)
     if runs is not None and not _is_worker(session.config):
@@ -225,6 +235,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[STAGES_KEY] = {
         it.nodeid: runstate.stage_of(it.get_closest_marker("node_wide")) for it in session.items}
+    gc.enable()
+    gc.freeze()  # what the imports built lives as long as the process: out of every later collection
 
 
 def pytest_runtest_logfinish(nodeid: str, location) -> None:  # noqa: ARG001
