@@ -12,6 +12,7 @@ import json
 import time
 from typing import Callable, Protocol
 
+import kubernetes
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -60,8 +61,6 @@ class Verifier:
         try:
             method, url, headers, body, post = self.api.param_serialize("GET", path)
         except (AttributeError, TypeError) as e:
-            import kubernetes
-
             raise ClientMismatch(f"the kubernetes Python client {kubernetes.__version__} cannot build a request "
                                  f"({type(e).__name__}: {e}); install the version requirements.txt pins") from None
         try:

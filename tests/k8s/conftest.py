@@ -44,7 +44,7 @@ from ci import console  # noqa: E402
 from ci.cluster.base import CLUSTER_INFO_ENV, ClusterInfo, find_cluster_info  # noqa: E402
 from ci.config import DEFAULT_STATE_DIR  # noqa: E402
 from ci.contract import ARTIFACTS_ENV, DURATIONS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE, SUITE_EXIT_SETUP, VERDICT_FILE  # noqa: E402
-from k8s_suite import naming, nodeproc, runstate  # noqa: E402
+from k8s_suite import naming, nodeproc, preflight, runstate  # noqa: E402
 from k8s_suite import timeouts as T  # noqa: E402
 
 MARKERS = (
@@ -121,7 +121,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _setup_exit(config, str(info))
     if _is_worker(config):
         return  # the controller has probed the cluster
-    problem = _probe(info, config.stash[RUN_KEY])
+    problem = preflight.problem(info, config.stash[RUN_KEY])
     if problem:
         _setup_exit(config, problem)
     _enter_parallel(info, config.stash[RUN_KEY])
@@ -160,57 +160,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:  # noqa: 
         except Exception as e:  # noqa: BLE001 - a stale lease expires by itself (runlock.DURATION)
             console.info(f"could not release this run's leases ({type(e).__name__}); they expire in 60s")
 
-
-def _probe(info: ClusterInfo, run: runstate.RunDir) -> str | None:
-    """One line saying why the cluster cannot run scenarios, or None."""
-    try:
-        from kubernetes import client
-
-        from k8s_suite.kube import connect
-    except ImportError as e:
-        return f"the kubernetes Python client is not installed ({e}); pip install -r requirements.txt"
-    if not Path(info.kubeconfig).is_file():
-        return f"kubeconfig {info.kubeconfig} (from the cluster info) does not exist"
-    try:
-        api = connect(info)
-    except Exception as e:  # noqa: BLE001 - any config problem is one line
-        return f"kubeconfig {info.kubeconfig} is unusable: {type(e).__name__}: {e}"
-    host = api.configuration.host
-    try:
-        client.VersionApi(api).get_code(_request_timeout=T.API_PROBE)
-        nodes = client.CoreV1Api(api).list_node(_request_timeout=T.API_PROBE)
-        rcs = client.NodeV1Api(api).list_runtime_class(_request_timeout=T.API_PROBE)
-    except Exception as e:  # noqa: BLE001
-        reason = getattr(e, "reason", None) or str(e).splitlines()[0][:200]
-        return f"the API server at {host} does not answer: {type(e).__name__}: {reason}"
-    ready = {n.metadata.name: any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
-             for n in nodes.items}
-    for name in info.nodes:
-        if name not in ready:
-            return f"node {name} (from the cluster info) is not registered; nodes: {sorted(ready)}"
-        if not ready[name]:
-            return f"node {name} is not Ready"
-    handlers = {rc.metadata.name: rc.handler for rc in rcs.items}
-    if info.runtime_class not in handlers:
-        return f"RuntimeClass {info.runtime_class} does not exist (have: {sorted(handlers) or 'none'})"
-    if handlers[info.runtime_class] != info.runtime_handler:
-        return (f"RuntimeClass {info.runtime_class} names handler {handlers[info.runtime_class]!r}, not the handler "
-                f"under test {info.runtime_handler!r}: its pods would not run on the runtime under test")
-    access = info.node_access_impl()
-    for name in info.nodes:
-        try:
-            r = access.run(name, nodeproc.PS_ARGV, timeout=T.NODE_COMMAND)
-            procs = nodeproc.parse_ps(r.stdout)
-        except Exception as e:  # noqa: BLE001
-            return f"node {name} cannot be inspected through {info.node_access} access ({type(e).__name__}: {e})"
-        run.write(f"ps-before-{name}.txt", r.stdout)
-        if len(procs) < 3:
-            return f"node {name}: ps listed {len(procs)} process(es); node checks would be meaningless"
-    api.close()
-    return None
-
-
-# --- collection: skips, order, timeouts -------------------------------------------------------------
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     info = config.stash[INFO_KEY]
@@ -306,8 +255,8 @@ def node_wide(ctx, request, pytestconfig):
     and no other run of the suite has scenarios on the node. A scenario that never waits fails."""
     marker = request.node.get_closest_marker("node_wide")
     assert marker is not None, "the node_wide fixture is for @pytest.mark.node_wide scenarios"
-    barrier = runstate.Barrier(ctx, request.node.name, runstate.stage_of(marker), pytestconfig.stash.get(STAGES_KEY, {}),
-                               request.node.nodeid, runstate.beside_of(marker))
+    barrier = runstate.Barrier(ctx, request.node.name, request.node.nodeid, runstate.stage_of(marker),
+                               pytestconfig.stash.get(STAGES_KEY, {}), runstate.beside_of(marker))
     yield barrier
     if barrier.waited is None and request.node.stash.get(CALL_KEY, "") == "passed":
         pytest.fail(f"{request.node.name}: a node-wide scenario that never waited at its barrier "

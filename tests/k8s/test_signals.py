@@ -90,7 +90,7 @@ def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_
     outlives its kill (:func:`k8s_suite.podstate.outliving_its_kill`)."""
     deadline = time.monotonic() + timeout
     while True:
-        skip = runstate.live_beside(ctx.run.recorded())[0] | {keep_ns}
+        skip = runstate.live_beside(ctx.run.recorded()).namespaces | {keep_ns}
         left = [p for p in ctx.run_pods() if p["metadata"]["namespace"] not in skip]
         if not left or time.monotonic() > deadline or podstate.all_stuck(left, T.KILL_SETTLE):
             return left
@@ -123,9 +123,8 @@ def test_s13_no_defunct(ctx, node_wide, kube, evidence):
                 new = nodeproc.new_zombies(baseline, procs)
                 # below another run's shims (two runs on one cluster), or the shim of a pod a scenario of
                 # this stage keeps live (S41's): that run's or that scenario's to judge, not this one's
-                live, live_ids = runstate.live_beside(ctx.run.recorded())
-                foreign = {s.pid for s in ctx.scan_shims(node) if naming.other_run(s.namespace, ctx.token)
-                           or s.namespace in live or s.id in live_ids or s.sandbox_id in live_ids}
+                live = runstate.live_beside(ctx.run.recorded())
+                foreign = {s.pid for s in ctx.scan_shims(node) if naming.other_run(s.namespace, ctx.token) or live.holds(s)}
                 ours = nodeproc.judged_zombies(baseline, procs, owners, foreign)
                 if not ours or time.monotonic() > deadline:
                     break
@@ -215,9 +214,8 @@ def _s14(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
         began, first_seen = time.monotonic(), {}
         while True:
             # the shim of a pod a scenario of this stage keeps live (S41's) is its teardown's to judge
-            live, live_ids = runstate.live_beside(ctx.run.recorded())
-            leftovers = [s for s in nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix)
-                         if s.namespace not in live and s.id not in live_ids and s.sandbox_id not in live_ids]
+            live = runstate.live_beside(ctx.run.recorded())
+            leftovers = [s for s in nodeproc.leftover_shims(ctx.scan_shims(n), ids, prefix) if not live.holds(s)]
             now = time.monotonic()
             for s in leftovers:
                 since = gone_at.get(s.namespace)  # wall clock, written by another worker

@@ -177,3 +177,18 @@ def test_each_worker_starts_one_of_the_longest_with_a_short_one_queued_behind_it
     assert sorted(got) == sorted(ordered)
     assert rs.for_workers(ordered, 10, 0) == ordered  # not under xdist
     assert rs.for_workers(ordered, 10, 6) == ordered  # fewer than two per worker: as ordered
+
+
+def test_a_namespace_marked_live_beside_is_left_with_its_recorded_ids_and_shims():
+    entries = [
+        {"ns": "run-s41", rs.LIVE_BESIDE: True},
+        {"ns": "run-s41", "container_ids": ["c41"], "shims": [{"id": "s41", "sandbox_id": "sb41"}]},
+        {"ns": "run-s02", "container_ids": ["c02"], "shims": [{"id": "s02"}]},
+        {"ns": "run-s02", "gone_at": 1.0},
+    ]
+    live = rs.live_beside(iter(entries))
+    assert (live.namespaces, live.ids) == ({"run-s41"}, {"c41", "s41", "sb41"})
+    shim = lambda ns, i, sb=None: SimpleNamespace(namespace=ns, id=i, sandbox_id=sb)  # noqa: E731
+    assert live.holds(shim("run-s41", "x")) and live.holds(shim(None, "s41")) and live.holds(shim(None, "x", "sb41"))
+    assert not live.holds(shim("run-s02", "s02")) and not live.holds(shim(None, None))
+    assert rs.live_beside([{"ns": "run-s02", "container_ids": ["c02"]}]) == rs.LiveBeside(frozenset(), frozenset())

@@ -12,5 +12,6 @@ from a cluster, so ``tests/unit/test_k8s_*.py`` test it without one:
 * :mod:`.runstate` - the run folder shared by pytest-xdist workers (ids seen, done markers,
   the node-wide barrier) and the summary table.
 
-:mod:`.kube` and :mod:`.diagnostics` talk to the cluster and the node.
+:mod:`.kube` and :mod:`.diagnostics` talk to the cluster and the node; :mod:`.preflight` is the
+controller's look at the cluster before any scenario starts.
 """

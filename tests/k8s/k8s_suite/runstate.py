@@ -97,13 +97,24 @@ def ids_of(entries: Iterable[Mapping[str, Any]]) -> set[str]:
 LIVE_BESIDE = "live_beside_node_wide"  # a run record's key: this namespace's pods live on through its stage's checks
 
 
-def live_beside(entries: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
+@dataclass(frozen=True)
+class LiveBeside:
     """Namespaces (and their recorded ids) whose pod a node-wide scenario keeps running beside the
     other node-wide checks of its stage (S41's survivor, across its containerd restart): those
     checks leave it alone; its own teardown judges what it leaves."""
+
+    namespaces: frozenset[str]
+    ids: frozenset[str]
+
+    def holds(self, shim: Any) -> bool:
+        """``shim`` (a :class:`k8s_suite.nodeproc.Shim`) is one of those pods'."""
+        return shim.namespace in self.namespaces or shim.id in self.ids or shim.sandbox_id in self.ids
+
+
+def live_beside(entries: Iterable[Mapping[str, Any]]) -> LiveBeside:
     entries = list(entries)
     live = {e["ns"] for e in entries if e.get(LIVE_BESIDE) and e.get("ns")}
-    return live, ids_of(e for e in entries if e.get("ns") in live)
+    return LiveBeside(frozenset(live), frozenset(ids_of(e for e in entries if e.get("ns") in live)))
 
 
 def _digest(nodeid: str) -> str:
@@ -211,9 +222,8 @@ def wait_done(run: RunDir, needed: set[str], timeout: float, poll: float = 0.5,
 class Barrier:
     """``wait()``: the node-wide barrier of one scenario (see the ``node_wide`` fixture)."""
 
-    def __init__(self, ctx, test: str, stage: int, stages: dict, nodeid: str = "", beside: bool = False):
-        self.ctx, self.test, self.stage, self.stages = ctx, test, stage, stages
-        self.nodeid, self.beside = nodeid or test, beside
+    def __init__(self, ctx, test: str, nodeid: str, stage: int, stages: dict, beside: bool = False):
+        self.ctx, self.test, self.nodeid, self.stage, self.stages, self.beside = ctx, test, nodeid, stage, stages, beside
         self.waited: float | None = None
 
     def wait(self) -> float:
