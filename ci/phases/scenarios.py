@@ -137,8 +137,11 @@ def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
     artifacts.mkdir(parents=True, exist_ok=True)
     junit = artifacts / JUNIT_NAME
     token = token or os.environ.get(RUN_TOKEN_ENV) or new_token()
+    # bytecode is cached (in __pycache__, ignored by git) even where the caller's environment turns
+    # it off: each of the workers compiles and assertion-rewrites every scenario module otherwise
+    # (~0.2 CPU-s each, at the start, when the workers compete for the cores)
     env = {CLUSTER_INFO_ENV: str(Path(info_path).resolve()), ARTIFACTS_ENV: str(artifacts),
-           RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1",
+           RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "",
            DURATIONS_ENV: str(durations_file(cfg, info_path))}
     argv = ["-m", "pytest", *pytest_argv(cfg.pytest_args, junit, os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)]
     console.info(f"scenario suite: run token {token}; pytest {' '.join(argv[2:])}")

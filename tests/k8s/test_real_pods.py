@@ -4,6 +4,7 @@ environment, its name and hosts files, processes that leave the process group, a
 
 from __future__ import annotations
 
+import json
 import time
 
 from k8s_suite import edges, naming, podstate
@@ -42,7 +43,7 @@ def test_s44_service_account_token(kube):
     problem = _token_owner(kube, name, res.stdout, f"{SA}/token (exec)")
     assert problem is None, problem
     ca = kube.exec(name, ["cat", f"{SA}/ca.crt"])
-    want = kube.ctx.core.read_namespaced_config_map("kube-root-ca.crt", kube.ns).data["ca.crt"]
+    want = json.loads(kube.ctx.core.read_namespaced_config_map("kube-root-ca.crt", kube.ns).data)["data"]["ca.crt"]
     assert ca.exit_code == 0 and ca.stdout == want, (
         f"{SA}/ca.crt must be the cluster's CA (ConfigMap kube-root-ca.crt): {ca.describe()}")
 

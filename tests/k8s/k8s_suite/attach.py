@@ -18,7 +18,7 @@ EOF_SETTLE = 10  # seconds for end of file to end the streams once the workload 
 
 
 def open_stream(kube: Any, method: str, name: str, container: str | None, timeout: float, what: str, **kw: Any):
-    """A websocket to ``name``'s container through ``CoreV1Api.<method>`` (on this thread's own client)."""
+    """A websocket to ``name``'s container through ``rest.Api.<method>`` (on this thread's own client)."""
     kw.update(_preload_content=False, _request_timeout=timeout)
     if container:
         kw["container"] = container

@@ -25,6 +25,7 @@ from ci.cluster.base import ClusterInfo, NodeAccess
 from k8s_suite import naming, nodeproc, podstate
 from k8s_suite import timeouts as T
 from k8s_suite.podstate import Pod
+from k8s_suite.rest import Api
 from k8s_suite.runstate import RunDir
 from k8s_suite.streams import TRANSIENT, WaitError, _short
 
@@ -65,21 +66,20 @@ class RunContext:
     token: str
     run: RunDir
     artifacts: Path
-    core: client.CoreV1Api = field(init=False)
-    batch: client.BatchV1Api = field(init=False)
+    core: Api = field(init=False)  # the suite's API calls, raw JSON (k8s_suite.rest: no generated API class)
+    batch: Api = field(init=False)
 
     def __post_init__(self):
-        self.core = client.CoreV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
+        self.core = self.batch = Api(self.api)
         self._streams = threading.local()
 
-    def stream_api(self) -> client.CoreV1Api:
-        """A CoreV1Api on an API client of this thread's own, for exec streams: the client library's
+    def stream_api(self) -> Api:
+        """The calls on an API client of this thread's own, for exec streams: the client library's
         ``stream()`` swaps the transport of the client it is given while the stream opens, so a
         shared client would send other threads' requests over a websocket."""
         api = getattr(self._streams, "api", None)
         if api is None:
-            api = self._streams.api = client.CoreV1Api(config.new_client_from_config(
+            api = self._streams.api = Api(config.new_client_from_config(
                 config_file=self.info.kubeconfig, persist_config=False))
         return api
 

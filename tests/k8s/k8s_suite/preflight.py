@@ -4,6 +4,7 @@ run scenarios (API, nodes, RuntimeClass, node access), or None; writes the node'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ci.cluster.base import ClusterInfo
@@ -16,9 +17,8 @@ from k8s_suite.runstate import RunDir
 def problem(info: ClusterInfo, run: RunDir) -> str | None:
     """One line saying why the cluster cannot run scenarios, or None."""
     try:
-        from kubernetes import client
-
         from k8s_suite.kube import connect
+        from k8s_suite.rest import Api
     except ImportError as e:
         return f"the kubernetes Python client is not installed ({e}); pip install -r requirements.txt"
     if not Path(info.kubeconfig).is_file():
@@ -28,21 +28,23 @@ def problem(info: ClusterInfo, run: RunDir) -> str | None:
     except Exception as e:  # noqa: BLE001 - any config problem is one line
         return f"kubeconfig {info.kubeconfig} is unusable: {type(e).__name__}: {e}"
     host = api.configuration.host
+    calls = Api(api)
     try:
-        client.VersionApi(api).get_code(_request_timeout=T.API_PROBE)
-        nodes = client.CoreV1Api(api).list_node(_request_timeout=T.API_PROBE)
-        rcs = client.NodeV1Api(api).list_runtime_class(_request_timeout=T.API_PROBE)
+        calls.get_code(_request_timeout=T.API_PROBE)
+        nodes = json.loads(calls.list_node(_request_timeout=T.API_PROBE).data).get("items") or []
+        rcs = json.loads(calls.list_runtime_class(_request_timeout=T.API_PROBE).data).get("items") or []
     except Exception as e:  # noqa: BLE001
-        reason = getattr(e, "reason", None) or str(e).splitlines()[0][:200]
+        reason = getattr(e, "reason", None) or (str(e).splitlines() or [""])[0][:200]
         return f"the API server at {host} does not answer: {type(e).__name__}: {reason}"
-    ready = {n.metadata.name: any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
-             for n in nodes.items}
+    ready = {n["metadata"]["name"]: any(c.get("type") == "Ready" and c.get("status") == "True"
+                                        for c in (n.get("status") or {}).get("conditions") or [])
+             for n in nodes}
     for name in info.nodes:
         if name not in ready:
             return f"node {name} (from the cluster info) is not registered; nodes: {sorted(ready)}"
         if not ready[name]:
             return f"node {name} is not Ready"
-    handlers = {rc.metadata.name: rc.handler for rc in rcs.items}
+    handlers = {rc["metadata"]["name"]: rc.get("handler") for rc in rcs}
     if info.runtime_class not in handlers:
         return f"RuntimeClass {info.runtime_class} does not exist (have: {sorted(handlers) or 'none'})"
     if handlers[info.runtime_class] != info.runtime_handler:
