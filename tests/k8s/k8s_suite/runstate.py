@@ -161,21 +161,38 @@ def for_workers(ordered: Sequence[T_], stage0: int, workers: int) -> list[T_]:
     return paired + middle + tail
 
 
-def load_durations(path: Path | None) -> dict[str, float]:
-    """Scenario row name -> seconds from an earlier run on this runtime ({} when none)."""
+HISTORY = 5  # runs whose durations a scenario's start order weighs
+
+
+def _history(path: Path | None) -> dict[str, list[float]]:
     try:
         data = json.loads(Path(path).read_text()) if path else {}
     except (OSError, ValueError):
         return {}
-    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+    out: dict[str, list[float]] = {}
+    for k, v in (data.items() if isinstance(data, dict) else ()):
+        vals = v if isinstance(v, list) else [v]  # one number: the file of an earlier version
+        nums = [float(x) for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        if nums:
+            out[k] = nums[-HISTORY:]
+    return out
+
+
+def load_durations(path: Path | None) -> dict[str, float]:
+    """Scenario row name -> the longest of its last HISTORY durations on this runtime ({} when
+    none): a scenario whose time varies from run to run (one that waits for the kubelet's next
+    sync) starts as early as its slow runs need, not as its last run said."""
+    return {k: max(v) for k, v in _history(path).items()}
 
 
 def save_durations(path: Path | None, outcomes: Iterable["Outcome"]) -> None:
-    """Merge this run's finished scenarios' durations into ``path`` (atomically)."""
+    """Append this run's finished scenarios' durations to ``path`` (the last HISTORY kept, atomically)."""
     if not path:
         return
-    data = load_durations(path)
-    data.update({row_name(o.nodeid): round(o.seconds, 1) for o in outcomes if o.result in ("passed", "failed")})
+    data = _history(path)
+    for o in outcomes:
+        if o.result in ("passed", "failed"):
+            data[row_name(o.nodeid)] = (data.get(row_name(o.nodeid), []) + [round(o.seconds, 1)])[-HISTORY:]
     tmp = Path(path).with_suffix(".tmp")
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
