@@ -43,6 +43,7 @@ class ClusterInfo:
     pod_logs_dir: str = "/var/log/pods"  # <ns>_<pod>_<uid>/<container>/N.log (CRI log files, stream tags)
     containerd_address: str = "/run/containerd/containerd.sock"
     ctr: str = "ctr"  # containerd's client on the node (runtime identity from containerd's records)
+    containerd_root: str = "/var/lib/containerd"  # containerd's root on the node (the CRI's container records)
     runtime_type: str | None = None  # containerd runtime type behind the handler (io.containerd.reaper.v2, ...)
     runtime_binary: str | None = None  # process name of the runtime the shim runs (reaper-runtime, runc)
     containerd_restart: str | None = None  # node shell command restarting containerd in place (S41); None: cannot

@@ -118,6 +118,7 @@ class ExistingProvisioner(Provisioner):
             node_access="pods", runtime_class=cfg.runtime_class, handler=handler, runtime_type=f.runtime_type,
             runtime_log=f.runtime_log, runtime_state_dir=f.runtime_state_dir, kubelet_root=f.kubelet_root,
             pod_logs_dir=f.pod_logs_dir, containerd_address=f.containerd_address, ctr=f.ctr,
+            containerd_root=f.containerd_root,
             containerd_restart=cfg.containerd_restart or f.containerd_restart,
             source=None, source_commit=None,
         )

@@ -20,6 +20,7 @@ from ci.errors import SetupError
 
 PS_ARGV = ["ps", "-ww", "-eo", "pid,ppid,args"]
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+DEFAULT_ROOT = "/var/lib/containerd"
 DEFAULT_KUBELET_ROOT = "/var/lib/kubelet"
 DEFAULT_POD_LOGS = "/var/log/pods"
 RUNC_DEFAULT_ROOT = "/run/containerd/runc"
@@ -38,6 +39,7 @@ class NodeFacts:
     runtime_log: str | None
     containerd_restart: str | None
     env: dict[str, str] = field(default_factory=dict)  # containerd's environment (reaper's settings live there)
+    containerd_root: str = "/var/lib/containerd"  # containerd's root (the CRI's container records)
 
 
 def processes(ps_out: str) -> list[tuple[int, list[str]]]:
@@ -95,7 +97,9 @@ def discover(access: NodeAccess, node: str, handler: str) -> NodeFacts:
     entry = effective_handler(dump, handler)
     if isinstance(entry, str):
         raise SetupError(f"node {node}: containerd serves no RuntimeClass handler {handler!r}: {entry}")
-    address = (tomllib.loads(dump).get("grpc") or {}).get("address") or flag(argv, "--address", "-a") or DEFAULT_ADDRESS
+    parsed = tomllib.loads(dump)
+    address = (parsed.get("grpc") or {}).get("address") or flag(argv, "--address", "-a") or DEFAULT_ADDRESS
+    cd_root = flag(argv, "--root") or parsed.get("root") or DEFAULT_ROOT
     ctr = posixpath.join(posixpath.dirname(exe), "ctr")
     if access.run(node, ["test", "-x", ctr]).returncode != 0:
         ctr = "ctr"
@@ -111,7 +115,7 @@ def discover(access: NodeAccess, node: str, handler: str) -> NodeFacts:
         state, log = env.get("REAPER_RUNTIME_ROOT", "/run/reaper"), env.get("REAPER_RUNTIME_LOG")
     return NodeFacts(node=node, runtime_type=runtime_type, containerd_address=address, ctr=ctr,
                      kubelet_root=kubelet_root, pod_logs_dir=pod_logs, runtime_state_dir=state, runtime_log=log,
-                     containerd_restart=_restart(access, node), env=env)
+                     containerd_restart=_restart(access, node), env=env, containerd_root=cd_root)
 
 
 def _environ(raw: str) -> dict[str, str]:

@@ -102,7 +102,7 @@ def _s16(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
     began = time.monotonic()
     left = kube.wait_no_pods(T.POD_DELETE, record=True)
     assert not left, (f"pods not gone {time.monotonic() - began:.0f}s after their delete"
-                      f"{podstate.stuck_note(left, T.KILL_SETTLE)}: ") + "; ".join(
+                      f"{kube.ctx.stuck.note(left)}: ") + "; ".join(
         podstate.describe(p) for p in left)
     kube.note_gone()  # S14 counts these pods' shims from here
 

@@ -87,12 +87,12 @@ def test_s12_process_group_kill(kube, evidence):
 def _wait_run_pods_gone(ctx, keep_ns: str | None = None, timeout: float = T.RUN_PODS_GONE) -> list[dict]:
     """Pods of this run that are still there after ``timeout`` (ignoring ``keep_ns`` and the pods a
     node-wide scenario of this stage keeps live: runstate.live_beside), or at once when each of them
-    outlives its kill (:func:`k8s_suite.podstate.outliving_its_kill`)."""
+    outlives its kill (:class:`k8s_suite.stuck.Judge`)."""
     deadline = time.monotonic() + timeout
     while True:
         skip = runstate.live_beside(ctx.run.recorded()).namespaces | {keep_ns}
         left = [p for p in ctx.run_pods() if p["metadata"]["namespace"] not in skip]
-        if not left or time.monotonic() > deadline or podstate.all_stuck(left, T.KILL_SETTLE):
+        if not left or time.monotonic() > deadline or ctx.stuck.all(left):
             return left
         time.sleep(0.5)
 
@@ -107,7 +107,7 @@ def test_s13_no_defunct(ctx, node_wide, kube, evidence):
         left = _wait_run_pods_gone(ctx)
         if left:
             problems.append(f"{len(left)} pod(s) of this run still exist {time.monotonic() - began:.0f}s after their "
-                            f"namespaces were deleted{podstate.stuck_note(left, T.KILL_SETTLE)}, so the check could not "
+                            f"namespaces were deleted{ctx.stuck.note(left)}, so the check could not "
                             "run on a settled node: "
                             + "; ".join(podstate.describe(p) for p in left[:5]))
         # after every pod of the run is gone: no new zombie below containerd, a shim or the runtime
@@ -199,7 +199,7 @@ def _s14(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
     node_wide.wait()  # the rest judges every shim of the run
     left = _wait_run_pods_gone(ctx, keep_ns=None)
     if left:
-        problems.append(f"{len(left)} deleted pod(s) of this run still exist{podstate.stuck_note(left, T.KILL_SETTLE)}: "
+        problems.append(f"{len(left)} deleted pod(s) of this run still exist{ctx.stuck.note(left)}: "
                         + "; ".join(podstate.describe(p) for p in left[:5]))
     recorded = ctx.run.recorded()
     ids = ctx.run.recorded_ids()
@@ -207,7 +207,7 @@ def _s14(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
     prefix = naming.run_namespace_prefix(ctx.token)
     # every pod of the run is gone by now (or outlives its kill): the shim of a stuck pod will not exit
     # while the pod is there (judged at once), and one whose pod is gone gets SHIM_CONFIRM seconds
-    stuck = {p["metadata"]["namespace"] for p in left if podstate.outliving_its_kill(p, T.KILL_SETTLE)}
+    stuck = {p["metadata"]["namespace"] for p in left if ctx.stuck(p)}
     # a shim of a namespace whose teardown saw its pods gone counts from then (its SHIM_CONFIRM may be over)
     gone_at = {e["ns"]: e["gone_at"] for e in recorded if "gone_at" in e}
     for n in ctx.info.nodes:

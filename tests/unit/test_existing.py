@@ -105,7 +105,7 @@ PS = ("    PID    PPID COMMAND\n      1       0 /sbin/init\n"
       "    200       1 /opt/cd/bin/containerd --config /etc/cd/config.toml\n"
       "    300       1 /usr/bin/kubelet --config=/etc/kubelet.yaml --root-dir=/data/kubelet\n"
       "    400     200 containerd-shim-runc-v2 -namespace k8s.io -id abc\n")
-DUMP = ('version = 2\n[grpc]\n  address = "/run/cd/cd.sock"\n'
+DUMP = ('version = 2\nroot = "/data/cd"\n[grpc]\n  address = "/run/cd/cd.sock"\n'
         '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.reaper-v2]\n  runtime_type = "io.containerd.reaper.v2"\n')
 
 
@@ -127,7 +127,7 @@ def _node(dump=DUMP, systemd="active\n"):
 def test_discover_reads_the_node_from_its_processes():
     f = nodefacts.discover(_node(), NODE, "reaper-v2")
     assert (f.runtime_type, f.containerd_address, f.ctr) == ("io.containerd.reaper.v2", "/run/cd/cd.sock", "/opt/cd/bin/ctr")
-    assert (f.kubelet_root, f.pod_logs_dir) == ("/data/kubelet", "/data/pod-logs")
+    assert (f.kubelet_root, f.pod_logs_dir, f.containerd_root) == ("/data/kubelet", "/data/pod-logs", "/data/cd")
     assert (f.runtime_log, f.runtime_state_dir, f.containerd_restart) == ("/var/log/reaper.log", "/run/reaper",
                                                                           "systemctl restart containerd")
 
@@ -145,6 +145,7 @@ def test_discover_runc_state_under_its_root_and_no_systemd_means_no_restart():
     f = nodefacts.discover(_node(dump, systemd="inactive\n"), NODE, "reaper-v2")
     assert f.runtime_state_dir == "/run/x/runc/k8s.io" and f.runtime_log is None and f.containerd_restart is None
     assert f.containerd_address == "/run/containerd/containerd.sock"  # no [grpc] address: containerd's default
+    assert f.containerd_root == "/var/lib/containerd"  # no root: containerd's default
 
 
 def test_same_setup_names_what_differs():
@@ -249,7 +250,7 @@ def test_existing_up_reads_the_runtime_from_the_nodes_and_smokes_every_node(tmp_
     info = _prov(_cfg(tmp_path), api).up()
     assert info.provisioner == "existing" and info.node_access == "pods" and info.nodes == ("n1", "n2")
     assert info.runtime == "reaper" and info.runtime_type == "io.containerd.reaper.v2" and info.source is None
-    assert info.containerd_address == "/run/cd/cd.sock" and info.containerd_restart == "systemctl restart containerd"
+    assert info.containerd_address == "/run/cd/cd.sock" and info.containerd_root == "/data/cd" and info.containerd_restart == "systemctl restart containerd"
     smokes = [c for c in api.calls if c.startswith("create default/")]
     assert smokes == [f"create default/{verify.smoke_name('n1')} node=n1", f"create default/{verify.smoke_name('n2')} node=n2"]
     (record,) = (tmp_path / "state" / "existing").glob("*/cluster.json")

@@ -135,12 +135,9 @@ def test_a_deleted_pod_whose_container_outlives_its_kill_is_judged_at_once():
     running = {"metadata": {"name": "p", "deletionTimestamp": "2026-12-04T12:00:00Z"},
                "status": {"containerStatuses": [{"name": "main", "state": {"running": {}}}]}}
     why = ps.outliving_its_kill(running, 30, now)
-    assert why == "container(s) main still running 40s after the grace period of its delete ended (the kill did not end them)"
+    assert why == "container(s) main still running 40s after the grace period of its delete ended"
     assert ps.outliving_its_kill(running, 45, now) is None  # not yet past the settle time
     ended = {**running, "status": {"containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 137}}}]}}
     assert ps.outliving_its_kill(ended, 30, now) is None  # stopped: the sandbox may still be going away
     alive = {**running, "metadata": {"name": "p"}}
     assert ps.outliving_its_kill(alive, 30, now) is None  # not being deleted
-    assert not ps.all_stuck([], 30) and ps.stuck_note([], 30) == ""
-    assert ps.stuck_note([running], 30).startswith(" (ended early: container(s) main still running")
-    assert ps.stuck_note([running, ended], 30) == ""  # one pod may still go: the wait goes on

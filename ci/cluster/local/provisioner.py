@@ -183,6 +183,7 @@ class LocalProvisioner(Prereqs, Supervisor, HostCleanup, Provisioner):
         ctr = self.cfg.containerd_bin / "ctr"
         return {"kubelet_root": str(self.lay.kubelet_root), "pod_logs_dir": str(self.lay.pod_logs),
                 "containerd_address": str(self.lay.containerd_sock), "ctr": str(ctr) if ctr.is_file() else "ctr",
+                "containerd_root": str(self.lay.containerd_root),
                 "containerd_restart": shlex.join([sys.executable, str(Path(restart_local.__file__).resolve()),
                                                   str(self.lay.pidfile("containerd")), str(self.lay.containerd_sock),
                                                   str(self.lay.log("containerd"))])}

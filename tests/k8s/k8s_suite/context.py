@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ci.cluster.base import ClusterInfo, NodeAccess
 
-from k8s_suite import naming, nodeproc, podstate
+from k8s_suite import naming, nodeproc, podstate, stuck
 from k8s_suite import timeouts as T
 from k8s_suite.podstate import Pod
 from k8s_suite.rest import Api
@@ -72,6 +72,8 @@ class RunContext:
     def __post_init__(self):
         self.core = self.batch = Api(self.api)
         self._streams = threading.local()
+        # why a deleted pod will not go by waiting (the API's view, confirmed by containerd's)
+        self.stuck = stuck.Judge(T.KILL_SETTLE, self.cri_status, self.tasks)
 
     def stream_api(self) -> Api:
         """The calls on an API client of this thread's own, for exec streams: the client library's
@@ -214,6 +216,16 @@ class RunContext:
                     raise
                 time.sleep(0.2 * attempt)  # back-off between retries of a failed listing
         raise AssertionError("unreachable")
+
+    def cri_status(self, node: str, ids: Sequence[str]) -> dict[str, bool | str]:
+        """containerd's CRI record of each container id on ``node``: True once it recorded the end."""
+        r = self.node_sh(node, stuck.status_script(self.info.containerd_root, ids), ok=None)
+        return stuck.parse_status(r.stdout)
+
+    def tasks(self, node: str) -> dict[str, str]:
+        """containerd's tasks on ``node`` (``ctr tasks ls``): {container id: status}."""
+        r = self.node_run(node, stuck.tasks_argv(self.info.ctr, self.info.containerd_address))
+        return stuck.parse_tasks(r.stdout)
 
     def scan_shims(self, node: str, procs: Sequence[nodeproc.Proc] | None = None) -> list[nodeproc.Shim]:
         """The runtime's shim processes on ``node`` with the pod namespace their bundle names."""

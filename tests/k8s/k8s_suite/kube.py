@@ -204,12 +204,13 @@ class Kube:
             raise self._explained(e, name) from None
 
     def wait_terminated(self, name: str, container: str | None = None, timeout: float = T.POD_TERMINATE) -> Pod:
+        # a deleted pod's container that outlives its kill will not end by waiting (stuck.Judge)
         return self.wait(name, podstate.container_terminated(container), "container terminated", timeout,
-                         stop=podstate.stop_if_deleted)
+                         stop=lambda pod, seen: podstate.stop_if_deleted(pod, seen) or self.ctx.stuck(pod))
 
     def wait_gone(self, name: str, timeout: float = T.POD_DELETE) -> None:
         """Until the pod is gone; ends early when a container outlives its kill (it will not go)."""
-        self.wait(name, podstate.gone, "pod gone", timeout, stop=podstate.gone_or_stuck(T.KILL_SETTLE))
+        self.wait(name, podstate.gone, "pod gone", timeout, stop=lambda pod, seen: self.ctx.stuck(pod))
 
     def note_gone(self) -> None:
         """Record that this namespace's pods are gone, now (S14 gives a shim of theirs SHIM_CONFIRM
@@ -220,7 +221,7 @@ class Kube:
         """Poll until the namespace has no pod (observing their ids; ``record``: also writing this
         namespace's shim ids to the run folder, as a sandbox can appear after a delete was asked);
         the pods still there at the deadline, or as soon as each of them outlives its kill
-        (:func:`k8s_suite.podstate.outliving_its_kill`: waiting will not make them go)."""
+        (:class:`k8s_suite.stuck.Judge`: waiting will not make them go)."""
         deadline = time.monotonic() + timeout
         while True:
             if record:
@@ -228,7 +229,7 @@ class Kube:
             left = self.ctx.list_pods(self.ns).get("items", [])
             for p in left:
                 self._observe(p)
-            if not left or time.monotonic() > deadline or podstate.all_stuck(left, T.KILL_SETTLE):
+            if not left or time.monotonic() > deadline or self.ctx.stuck.all(left):
                 return left
             time.sleep(0.25)  # poll interval until the deadline
 

@@ -131,7 +131,7 @@ def after_delete(kube: "Kube", marks: list[str] | None = None) -> str:
     if left:
         kube.leak_summary.append("pods not gone")
         return (f"{len(left)} pod(s) still exist {time.monotonic() - started:.0f}s after namespace {kube.ns} was deleted"
-                f"{podstate.stuck_note(left, T.KILL_SETTLE)}: " + "; ".join(podstate.describe(p) for p in left[:5]))
+                f"{kube.ctx.stuck.note(left)}: " + "; ".join(podstate.describe(p) for p in left[:5]))
     gone = time.monotonic()
     kube.note_gone()  # S14: since when its shims are due to be gone
     owner = owner_of(kube)

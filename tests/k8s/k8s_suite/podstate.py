@@ -216,37 +216,21 @@ def _cid(cs: Mapping[str, Any]) -> str:
 
 
 def outliving_its_kill(pod: Pod | None, settle: float, now: datetime | None = None) -> str | None:
-    """Why a pod being deleted will not go by waiting: one of its containers is still running
-    ``settle`` seconds after its deletionTimestamp (the delete's time plus its grace period, when
-    the kubelet's SIGKILL is due), or None. A runtime whose kill reaches the container ends it at
-    once; one that cannot (processes outside the killed group, a wait that never returns) does not
-    end it later either. Judged on the API server's timestamp against this machine's clock: a skew
-    of a few seconds is far inside ``settle``."""
+    """The API's view of why a pod being deleted will not go by waiting: one of its containers is
+    still running ``settle`` seconds after its deletionTimestamp (the delete's time plus its grace
+    period, when the kubelet's SIGKILL is due), or None. A runtime whose kill reaches the container
+    ends it at once; one that cannot (processes outside the killed group, a wait that never returns)
+    does not end it later either. Judged on the API server's timestamp against this machine's
+    clock: a skew of a few seconds is far inside ``settle``. The API's state is the kubelet's
+    report, which can lag: :class:`k8s_suite.stuck.Judge` confirms it with containerd's."""
     deleting = parse_time(((pod or {}).get("metadata") or {}).get("deletionTimestamp"))
     if deleting is None:
         return None
     late = ((now or datetime.now(timezone.utc)) - deleting).total_seconds()
     running = [cs.get("name") for cs in statuses(pod) if "running" in (cs.get("state") or {})]
     if running and late >= settle:
-        return (f"container(s) {', '.join(running)} still running {late:.0f}s after the grace period of its delete "
-                "ended (the kill did not end them)")
+        return f"container(s) {', '.join(running)} still running {late:.0f}s after the grace period of its delete ended"
     return None
-
-
-def all_stuck(pods: Sequence[Pod], settle: float) -> bool:
-    """Every pod of ``pods`` outlives its kill (so a wait for them to go is over)."""
-    return bool(pods) and all(outliving_its_kill(p, settle) for p in pods)
-
-
-def stuck_note(pods: Sequence[Pod], settle: float) -> str:
-    """'' or, when every pod outlives its kill, why the wait for them ended early."""
-    whys = [outliving_its_kill(p, settle) for p in pods]
-    return f" (ended early: {whys[0]})" if pods and all(whys) else ""
-
-
-def gone_or_stuck(settle: float) -> Stop:
-    """Early stop while waiting for a deleted pod to be gone: :func:`outliving_its_kill`."""
-    return lambda pod, seen: outliving_its_kill(pod, settle)
 
 
 def never_stop(pod: Pod | None, seen: bool) -> str | None:
