@@ -31,6 +31,8 @@ import sh
 
 from ci.errors import CIError, SetupError, ToolMissing
 
+READ_CHUNK = 64 * 1024  # ShRunner: a command's output is read in chunks of this size (not line by line)
+
 INSTALL_HINTS = {
     "cargo": "install Rust (https://rustup.rs) so that cargo is on PATH",
     "go": "install Go (apt-get install golang, or https://go.dev/dl)",
@@ -177,7 +179,10 @@ class ShRunner:
         cmd = tool(argv[0], extra_path=self.extra_path)
         # No sh output callbacks and no sh `_timeout`: both poll in 0.1 s steps (~100 ms a call);
         # sh collects the output itself, and a Timer kills the command at its deadline.
-        kw: dict = dict(_bg=True, _bg_exc=False, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False)
+        # Output is read in 64 KiB chunks: sh's default splits it into lines, and each line costs a
+        # queue put and two formatted log records in this process (a node's `ps` is ~300 lines).
+        kw: dict = dict(_bg=True, _bg_exc=False, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False,
+                        _out_bufsize=READ_CHUNK, _err_bufsize=READ_CHUNK)
         if stderr:
             kw["_err_to_out"] = True
         if input is not None:

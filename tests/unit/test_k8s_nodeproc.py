@@ -120,3 +120,40 @@ def test_leftover_shims_match_by_id_or_namespace():
 
 def test_state_entries_that_are_container_ids():
     assert np.container_ids_in(["overlay", "overlay.lock", SANDBOX, "x" * 64]) == {SANDBOX}
+
+
+def test_a_shims_bundle_is_read_once_per_shim(tmp_path):
+    """RunContext.scan_shims asks the node for the bundles of shims it has not read yet only (a
+    bundle that could not be read is asked again; a new process at an old pid is a new shim)."""
+    from ci.cluster.base import ClusterInfo
+    from ci.tools import Result
+    from k8s_suite.context import RunContext
+    from k8s_suite.runstate import RunDir
+
+    cfg = json.dumps({"annotations": {np.NS_ANNOTATION: "reaper-ci-k3f9x2-s01"}})
+    state = {"ps": PS, "readable": {200}}
+    asked: list[list[int]] = []
+
+    class Node:
+        def run(self, node, argv, timeout=30, input=None):
+            if argv[0] == "ps":
+                return Result(0, state["ps"])
+            pids = [int(p) for p in argv[-1].split(";")[0].split()[3:]]
+            asked.append(pids)
+            return Result(0, "".join(f"=== {p}\n{cfg if p in state['readable'] else ''}\n" for p in pids))
+
+    info = ClusterInfo(provisioner="local", name="n", kubeconfig="k", runtime="runc", runtime_class="rc",
+                       shim_process=SHIM, nodes=("vm",), image="i", node_access="local")
+    ctx = RunContext(info, object(), Node(), "k3f9x2", RunDir(tmp_path), tmp_path)
+    assert [s.namespace for s in ctx.scan_shims("vm")] == ["reaper-ci-k3f9x2-s01"]
+    assert [s.namespace for s in ctx.scan_shims("vm")] == ["reaper-ci-k3f9x2-s01"] and asked == [[200]]
+    second = f"    201       1 Sl   /usr/bin/{SHIM} -namespace k8s.io -id {CONTAINER} -address /run/containerd.sock\n"
+    state["ps"] = PS + second
+    assert [s.namespace for s in ctx.scan_shims("vm")] == ["reaper-ci-k3f9x2-s01", None]
+    assert asked[-1] == [201]
+    state["readable"].add(201)
+    assert [s.namespace for s in ctx.scan_shims("vm")] == ["reaper-ci-k3f9x2-s01"] * 2 and asked[-1] == [201]
+    assert len(asked) == 3
+    state["ps"] = PS.replace(f"-id {SANDBOX}", f"-id {'f' * 64}")  # pid 200 is another shim now
+    ctx.scan_shims("vm")
+    assert asked[-1] == [200]

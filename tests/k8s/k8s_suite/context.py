@@ -72,6 +72,7 @@ class RunContext:
     def __post_init__(self):
         self.core = self.batch = Api(self.api)
         self._streams = threading.local()
+        self._bundles: dict[tuple[str, int, str], dict] = {}  # (node, shim pid, its command line) -> annotations
         # why a deleted pod will not go by waiting (the API's view, confirmed by containerd's)
         self.stuck = stuck.Judge(T.KILL_SETTLE, self.cri_status, self.tasks)
 
@@ -233,8 +234,17 @@ class RunContext:
         found = nodeproc.shims(procs, self.info.shim_process)
         if not found:
             return []
-        r = self.node_sh(node, nodeproc.bundle_script([s.pid for s in found]), ok=None)
-        return nodeproc.annotate(found, nodeproc.parse_bundles(r.stdout))
+        # a shim's bundle (its cwd) is fixed for its life: each one is read once (a bundle not read
+        # yet, or unreadable, is asked again), not on every scan of a poll
+        key = lambda s: (node, s.pid, s.args)  # noqa: E731
+        new = [s.pid for s in found if key(s) not in self._bundles]
+        if new:
+            r = self.node_sh(node, nodeproc.bundle_script(new), ok=None)
+            read = nodeproc.parse_bundles(r.stdout)
+            for s in found:
+                if s.pid in read:
+                    self._bundles[key(s)] = read[s.pid]
+        return nodeproc.annotate(found, {s.pid: self._bundles[key(s)] for s in found if key(s) in self._bundles})
 
     def state_entries(self, node: str, *, required: bool = True) -> set[str] | None:
         """Names in the runtime's state folder (None when the runtime declares none). A declared

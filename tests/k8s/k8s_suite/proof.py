@@ -62,7 +62,7 @@ def parse_infos(text: str) -> dict[str, Record | str]:
         if cur is None:
             return
         # ctr's own log lines (containerd 2.2 warns on every call on a cgroup v1 host) are not the answer
-        raw = "\n".join(ln for ln in buf if not _CTR_NOTICE.match(ln)).strip()
+        raw = "\n".join(ln for ln in buf if not (ln.startswith("time=") and _CTR_NOTICE.match(ln))).strip()
         try:
             out[cur] = record(cur, json.loads(raw))
         except (json.JSONDecodeError, ProofError):
