@@ -114,10 +114,12 @@ def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
     # the pod starts beside the other scenarios; only the restart waits for them (it would break
     # every other scenario's pods and execs)
     node_wide.wait()
+    began, marks = time.monotonic(), []
     r = ctx.node_sh(node, restart, timeout=90, ok=None)
     evidence.append(f"containerd restart: exit {r.returncode}: {(r.stdout + r.stderr).strip()}")
     assert r.returncode == 0, f"restarting containerd on {node} failed (exit {r.returncode}): {(r.stdout + r.stderr).strip()}"
     print(f"containerd restarted: {r.stdout.strip()}")
+    marks.append(f"restart {time.monotonic() - began:.1f}s")
     at_restart = _last_tick(kube, name)
     # exec works again once the kubelet reaches the new containerd (bounded retry, each attempt
     # logged); a container that ended meanwhile did not survive the restart: that is the verdict
@@ -135,6 +137,7 @@ def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
         time.sleep(0.5)  # retry interval while the CRI comes back
     assert res.exit_code == 0 and res.stdout == f"exec-after-restart-{kube.token}\n", (
         f"exec after the containerd restart ({len(attempts)} attempts within {CRI_BACK}s): " + " | ".join(attempts[-3:]))
+    marks.append(f"exec works +{time.monotonic() - began:.1f}s ({len(attempts)} attempt(s))")
     deadline = time.monotonic() + T.NODE_PROCESS
     while _last_tick(kube, name) < at_restart + 5:  # 1 s of ticks written after containerd came back
         assert time.monotonic() < deadline, (
@@ -149,8 +152,10 @@ def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
     assert podstate.phase(pod) == "Running" and cs.get("restartCount") == 0 and podstate.container_id(cs) == cid, (
         f"the pod must keep running the same container (id {cid[:12] if cid else None}, no restart): "
         f"{podstate.describe(pod)}")
+    marks.append(f"ticks and checks +{time.monotonic() - began:.1f}s")
     kube.delete_pod(name)
     kube.wait_gone(name)
+    print("after the barrier: " + ", ".join(marks + [f"pod gone +{time.monotonic() - began:.1f}s"]))
 
 
 def _last_tick(kube, name: str) -> int:
