@@ -14,6 +14,9 @@ from k8s_suite.kube import failing_with
 from k8s_suite.manifests import sh
 
 
+API_SECOND = 1  # S15: the resolution of the API's startedAt/finishedAt (and its recording lag) in seconds
+
+
 def test_s15_concurrent_starts(kube):
     n = 4
     node = kube.info.nodes[0]
@@ -46,7 +49,11 @@ def test_s15_concurrent_starts(kube):
     latest_start = max(w[0] for w in windows.values())
     earliest_end = min(w[1] for w in windows.values())
     print("container windows: " + "; ".join(f"{nm}: {a:%H:%M:%S}-{b:%H:%M:%S}" for nm, (a, b) in windows.items()))
-    assert latest_start <= earliest_end, (
+    # each pod's marker already proves all n ran at once (it saw every start file); the API's windows
+    # must agree to within their resolution: whole seconds, and a start recorded when the runtime's
+    # start call returned, which on a loaded node can be after the process ran and another pod ended
+    # (runc, 2026-12-05 02:03: last start 18 s, first end 17 s, every marker printed)
+    assert (latest_start - earliest_end).total_seconds() <= API_SECOND, (
         f"the containers did not run at the same time: the last started at {latest_start} after the first ended at "
         f"{earliest_end}")
 
