@@ -115,9 +115,11 @@ def test_s41_containerd_restart(ctx, node_wide, kube, evidence):
     ctx.run.record({"ns": kube.ns, runstate.LIVE_BESIDE: True})
     name = kube.name("survivor")
     seconds = naming.sleep_seconds(kube.token, "s41")  # an upper bound of ticks, unique to the run
-    # a counter the log must keep showing, continuously, across the restart (the same process)
-    kube.create(kube.pod("survivor", sh(f"i=0; while [ $i -lt {seconds} ]; do i=$((i+1)); echo tick-$i; sleep 0.2; "
-                                        "done"), grace=1))
+    # a counter the log must keep showing, continuously, across the restart (the same process); it
+    # ends on SIGTERM (as PID 1 of a container it would ignore it, and its delete, the last step of the
+    # run, would wait out the grace period for the SIGKILL)
+    kube.create(kube.pod("survivor", sh(f"trap 'exit 0' TERM; i=0; while [ $i -lt {seconds} ]; do i=$((i+1)); "
+                                        "echo tick-$i; sleep 0.2; done"), grace=1))
     pod = kube.wait_running(name)
     kube.record_ids()
     node = kube.node_of(pod)
