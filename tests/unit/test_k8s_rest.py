@@ -116,6 +116,11 @@ def test_each_call_sends_what_the_generated_method_sends(server, group, method, 
     assert json.loads(resp.data) == json.loads(server.body)
 
 
+def test_every_call_of_the_suite_is_compared_with_the_generated_one():
+    streams = {"connect_get_namespaced_pod_exec", "connect_get_namespaced_pod_attach"}  # the websocket test below
+    assert {c[1] for c in CALLS} | streams == set(rest.CALLS) | set(rest.STREAMS)
+
+
 def test_a_non_2xx_answer_raises_api_exception_with_its_status(server):
     api = rest.Api(_api_client(server))
     server.status = 404
@@ -153,12 +158,13 @@ def test_stream_opens_the_same_websocket_url_as_the_generated_method(server, met
     kw = dict(container="c", stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
     if method.endswith("exec"):
         kw["command"] = ["/bin/sh", "-c", "echo a b"]
-    call = k8s_stream.func.__wrapped__ if hasattr(k8s_stream.func, "__wrapped__") else k8s_stream.func
     api_client = _api_client(server)
-    call(websocket_request, None, getattr(client.CoreV1Api(api_client), method), "p", "n", **kw)
-    call(websocket_request, None, getattr(rest.Api(api_client), method), "p", "n", **kw)
+    plain = len(server.seen)
+    k8s_stream.func(websocket_request, None, getattr(client.CoreV1Api(api_client), method), "p", "n", **kw)
+    k8s_stream.func(websocket_request, None, getattr(rest.Api(api_client), method), "p", "n", **kw)
     assert len(opened) == 2 and opened[0] == opened[1], opened
-    assert not server.seen or server.last()["path"] != f"/api/v1/namespaces/n/pods/p/{method.rsplit('_', 1)[1]}"
+    assert opened[1][2] == f"/api/v1/namespaces/n/pods/p/{method.rsplit('_', 1)[1]}"
+    assert len(server.seen) == plain  # nothing went over plain HTTP: the websocket transport took the call
 
 
 def test_a_watch_of_its_list_reads_raw_events(server):

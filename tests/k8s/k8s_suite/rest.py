@@ -87,87 +87,50 @@ class Api:
             raise ApiException.from_response(http_resp=r, body=None, data=None)
         return r.response
 
-    # --- core/v1 -----------------------------------------------------------------------------------
-    @staticmethod
-    def _ns(namespace: str, rest: str = "") -> str:
-        return f"/api/v1/namespaces/{segment(namespace)}{rest}"
 
-    def create_namespace(self, body: dict, **kw):
-        return self.call("POST", "/api/v1/namespaces", body, **kw)
+def _op(verb: str, template: str, *args: str, accept: str = JSON):
+    """A method of :class:`Api`: ``args`` are the generated method's positional arguments in order
+    (path parameters by their name in ``template``, and ``body``); the rest are query arguments."""
+    def method(self: Api, *values: Any, **kw: Any):
+        given = dict(zip(args, values))
+        path = template.format(**{k: segment(v) for k, v in given.items() if k != "body"})
+        return self.call(verb, path, given.get("body"), accept=accept, **kw)
+    return method
 
-    def delete_namespace(self, name: str, **kw):
-        return self.call("DELETE", self._ns(name), **kw)
 
-    def read_namespaced_service_account(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, f"/serviceaccounts/{segment(name)}"), **kw)
-
-    def list_node(self, **kw):
-        return self.call("GET", "/api/v1/nodes", **kw)
-
-    def list_pod_for_all_namespaces(self, **kw):
-        return self.call("GET", "/api/v1/pods", **kw)
-
-    def list_namespaced_pod(self, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, "/pods"), **kw)
-
-    def create_namespaced_pod(self, namespace: str, body: dict, **kw):
-        return self.call("POST", self._ns(namespace, "/pods"), body, **kw)
-
-    def read_namespaced_pod(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, f"/pods/{segment(name)}"), **kw)
-
-    def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **kw):
-        return self.call("PATCH", self._ns(namespace, f"/pods/{segment(name)}"), body, **kw)
-
-    def delete_namespaced_pod(self, name: str, namespace: str, **kw):
-        return self.call("DELETE", self._ns(namespace, f"/pods/{segment(name)}"), **kw)
-
-    def delete_collection_namespaced_pod(self, namespace: str, **kw):
-        return self.call("DELETE", self._ns(namespace, "/pods"), **kw)
-
-    def read_namespaced_pod_log(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, f"/pods/{segment(name)}/log"), accept="*/*", **kw)
-
-    def connect_get_namespaced_pod_exec(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, f"/pods/{segment(name)}/exec"), accept="*/*", **kw)
-
-    def connect_get_namespaced_pod_attach(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, f"/pods/{segment(name)}/attach"), accept="*/*", **kw)
-
-    def list_namespaced_event(self, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, "/events"), **kw)
-
-    def create_namespaced_config_map(self, namespace: str, body: dict, **kw):
-        return self.call("POST", self._ns(namespace, "/configmaps"), body, **kw)
-
-    def read_namespaced_config_map(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._ns(namespace, f"/configmaps/{segment(name)}"), **kw)
-
-    def patch_namespaced_config_map(self, name: str, namespace: str, body: Any, **kw):
-        return self.call("PATCH", self._ns(namespace, f"/configmaps/{segment(name)}"), body, **kw)
-
-    def create_namespaced_secret(self, namespace: str, body: dict, **kw):
-        return self.call("POST", self._ns(namespace, "/secrets"), body, **kw)
-
-    def patch_namespaced_secret(self, name: str, namespace: str, body: Any, **kw):
-        return self.call("PATCH", self._ns(namespace, f"/secrets/{segment(name)}"), body, **kw)
-
-    # --- batch/v1, node.k8s.io/v1, version ---------------------------------------------------------
-    @staticmethod
-    def _jobs(namespace: str, name: str | None = None) -> str:
-        return f"/apis/batch/v1/namespaces/{segment(namespace)}/jobs" + (f"/{segment(name)}" if name else "")
-
-    def create_namespaced_job(self, namespace: str, body: dict, **kw):
-        return self.call("POST", self._jobs(namespace), body, **kw)
-
-    def read_namespaced_job(self, name: str, namespace: str, **kw):
-        return self.call("GET", self._jobs(namespace, name), **kw)
-
-    def delete_namespaced_job(self, name: str, namespace: str, **kw):
-        return self.call("DELETE", self._jobs(namespace, name), **kw)
-
-    def list_runtime_class(self, **kw):
-        return self.call("GET", "/apis/node.k8s.io/v1/runtimeclasses", **kw)
-
-    def get_code(self, **kw):
-        return self.call("GET", "/version/", **kw)
+NS = "/api/v1/namespaces/{namespace}"
+JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+RAW = "*/*"  # logs and the exec/attach streams
+CALLS = {  # the generated method's name: its verb, path and positional arguments
+    "create_namespace": ("POST", "/api/v1/namespaces", "body"),
+    "delete_namespace": ("DELETE", "/api/v1/namespaces/{name}", "name"),
+    "read_namespaced_service_account": ("GET", NS + "/serviceaccounts/{name}", "name", "namespace"),
+    "list_node": ("GET", "/api/v1/nodes"),
+    "list_pod_for_all_namespaces": ("GET", "/api/v1/pods"),
+    "list_namespaced_pod": ("GET", NS + "/pods", "namespace"),
+    "create_namespaced_pod": ("POST", NS + "/pods", "namespace", "body"),
+    "read_namespaced_pod": ("GET", NS + "/pods/{name}", "name", "namespace"),
+    "patch_namespaced_pod": ("PATCH", NS + "/pods/{name}", "name", "namespace", "body"),
+    "delete_namespaced_pod": ("DELETE", NS + "/pods/{name}", "name", "namespace"),
+    "delete_collection_namespaced_pod": ("DELETE", NS + "/pods", "namespace"),
+    "list_namespaced_event": ("GET", NS + "/events", "namespace"),
+    "create_namespaced_config_map": ("POST", NS + "/configmaps", "namespace", "body"),
+    "read_namespaced_config_map": ("GET", NS + "/configmaps/{name}", "name", "namespace"),
+    "patch_namespaced_config_map": ("PATCH", NS + "/configmaps/{name}", "name", "namespace", "body"),
+    "create_namespaced_secret": ("POST", NS + "/secrets", "namespace", "body"),
+    "patch_namespaced_secret": ("PATCH", NS + "/secrets/{name}", "name", "namespace", "body"),
+    "create_namespaced_job": ("POST", JOBS, "namespace", "body"),
+    "read_namespaced_job": ("GET", JOBS + "/{name}", "name", "namespace"),
+    "delete_namespaced_job": ("DELETE", JOBS + "/{name}", "name", "namespace"),
+    "list_runtime_class": ("GET", "/apis/node.k8s.io/v1/runtimeclasses"),
+    "get_code": ("GET", "/version/"),
+}
+STREAMS = {  # GET, raw answers
+    "read_namespaced_pod_log": NS + "/pods/{name}/log",
+    "connect_get_namespaced_pod_exec": NS + "/pods/{name}/exec",
+    "connect_get_namespaced_pod_attach": NS + "/pods/{name}/attach",
+}
+for _name, (_verb, _template, *_args) in CALLS.items():
+    setattr(Api, _name, _op(_verb, _template, *_args))
+for _name, _template in STREAMS.items():
+    setattr(Api, _name, _op("GET", _template, "name", "namespace", accept=RAW))
