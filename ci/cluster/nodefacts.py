@@ -39,7 +39,7 @@ class NodeFacts:
     runtime_log: str | None
     containerd_restart: str | None
     env: dict[str, str] = field(default_factory=dict)  # containerd's environment (reaper's settings live there)
-    containerd_root: str = "/var/lib/containerd"  # containerd's root (the CRI's container records)
+    containerd_root: str = DEFAULT_ROOT  # containerd's root (the CRI's container records)
 
 
 def processes(ps_out: str) -> list[tuple[int, list[str]]]:

@@ -18,6 +18,7 @@ import json
 import re
 import shlex
 import time
+from datetime import datetime
 from typing import Callable, Iterable, Mapping, Sequence
 
 from k8s_suite import podstate
@@ -75,8 +76,9 @@ class Judge:
     ``tasks(node)`` its task list (:func:`parse_tasks`); either raises when it cannot."""
 
     def __init__(self, settle: float, status: Callable[[str, Sequence[str]], Mapping[str, bool | str]],
-                 tasks: Callable[[str], Mapping[str, str]], clock: Callable[[], float] = time.monotonic):
-        self.settle, self._status, self._tasks, self._clock = settle, status, tasks, clock
+                 tasks: Callable[[str], Mapping[str, str]], clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime | None] = lambda: None):
+        self.settle, self._status, self._tasks, self._clock, self._now = settle, status, tasks, clock, now
         self._cache: dict[tuple[str, str], tuple[float, object]] = {}
 
     def _cached(self, key: tuple[str, str], read: Callable[[], object]) -> object:
@@ -90,32 +92,29 @@ class Judge:
         self._cache[key] = (self._clock(), got)
         return got
 
-    def _records(self, node: str, ids: Sequence[str]) -> Mapping[str, bool | str] | str:
-        return self._cached((node, ",".join(sorted(ids))), lambda: self._status(node, ids))  # type: ignore[return-value]
-
-    def ended_on_node(self, pod: Pod | None) -> list[str]:
-        """Containers the API shows running whose end containerd recorded."""
-        node = ((pod or {}).get("spec") or {}).get("nodeName") or ""
-        running = _running(pod)
-        recs = self._records(node, [cid for _, cid in running]) if node and running else {}
-        if isinstance(recs, str):
-            return []
-        return [name for name, cid in running if recs.get(cid) is True]
-
-    def __call__(self, pod: Pod | None) -> str | None:
-        why = podstate.outliving_its_kill(pod, self.settle)
+    def _view(self, pod: Pod | None) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+        """(the API's reason, or None; the (name, id) of the containers containerd still has running,
+        when the API's reason stands; the names of those whose end containerd recorded), with
+        ``reason`` carrying why containerd's view is missing when it cannot be read."""
+        why = podstate.outliving_its_kill(pod, self.settle, self._now())
         if not why:
-            return None
+            return None, [], []
         node = ((pod or {}).get("spec") or {}).get("nodeName")
         running = _running(pod)
-        if not node:
-            return f"{why} (containerd's view unavailable: the pod names no node)"
-        recs = self._records(node, [cid for _, cid in running])
+        recs = self._cached((node, ",".join(sorted(c for _, c in running))),
+                            lambda: self._status(node, [c for _, c in running])) if node else "the pod names no node"
         if isinstance(recs, str):
-            return f"{why} (containerd's view unavailable: {recs})"
+            return f"{why} (containerd's view unavailable: {recs})", [], []
         live = [(name, cid) for name, cid in running if recs.get(cid) is not True]
+        return why, live, [name for name, cid in running if recs.get(cid) is True]
+
+    def __call__(self, pod: Pod | None) -> str | None:
+        why, live, ended = self._view(pod)
+        if not why or (ended and not live):
+            return None  # not past its kill, or containerd recorded the end: the kubelet has not caught up yet
         if not live:
-            return None  # containerd recorded their end: the kubelet has not caught up yet
+            return why  # containerd's view unavailable: the API's stands, said so
+        node = pod["spec"]["nodeName"]
         tasks = self._cached((node, "tasks"), lambda: self._tasks(node))
         states = {cid: (tasks.get(cid, "gone") if isinstance(tasks, Mapping) else "unknown") for _, cid in live}
         if all(s == "RUNNING" for s in states.values()):
@@ -133,8 +132,7 @@ class Judge:
         whys = [self(p) for p in pods]
         if pods and all(whys):
             return f" (ended early: {whys[0]})"
-        lagging = [f"{p['metadata']['name']}: {', '.join(ended)}" for p in pods
-                   if podstate.outliving_its_kill(p, self.settle) and (ended := self.ended_on_node(p))]
+        lagging = [f"{p['metadata']['name']}: {', '.join(ended)}" for p in pods if (ended := self._view(p)[2])]
         if lagging:
             return (" (containerd recorded the end of container(s) the kubelet still reports running "
                     f"{self.settle:.0f}s+ after the grace period: {'; '.join(lagging[:5])})")
