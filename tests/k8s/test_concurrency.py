@@ -14,7 +14,7 @@ from k8s_suite.kube import failing_with
 from k8s_suite.manifests import sh
 
 
-API_SECOND = 1  # S15: the resolution of the API's startedAt/finishedAt (and its recording lag) in seconds
+HOLD = 2  # S15: seconds a pod runs on after it saw every start (see the script)
 
 
 def test_s15_concurrent_starts(kube):
@@ -25,14 +25,19 @@ def test_s15_concurrent_starts(kube):
     markers = {kube.name(f"burst{i}"): f"burst-{i}-{kube.token}" for i in range(n)}
     # Each pod marks its start, then waits until all n have: it prints its marker only if all n
     # containers ran at the same time (a runtime that serialises starts, or holds a start lock while
-    # a container runs, makes them time out). The 0.1 s sleep is the pod's own poll interval.
+    # a container runs, makes them time out). The 0.1 s sleep is the pod's own poll interval. Having
+    # seen every start, a pod runs on HOLD seconds before it ends: the API records whole seconds, and a
+    # start when the runtime's start call returned, which on a loaded node can be after the process ran
+    # and another pod ended (runc, 2026-12-05 02:03: recorded last start 18 s, first end 17 s, every
+    # marker printed); so the windows the API shows overlap on any runtime that reports them truly.
     # Each pod mounts the folder at a path of its own: a runtime whose pods share one mount namespace
     # (reaper) must not have one pod's mount replace another's here; that is a volume matter, not this
     # scenario's (S15 is about starts).
     script = ("touch /sync{i}/{i}; k=0; while [ \"$(ls /sync{i} | wc -l)\" -lt {n} ]; do k=$((k+1)); "
               "if [ $k -gt {steps} ]; then echo \"timeout: saw $(ls /sync{i} | wc -l) of {n} starts\"; exit 1; fi; "
-              "sleep 0.1; done; echo {marker}")
-    pods = [kube.pod(f"burst{i}", sh(script.format(i=i, n=n, steps=wait_steps, marker=markers[kube.name(f"burst{i}")])),
+              "sleep 0.1; done; sleep {hold}; echo {marker}")
+    pods = [kube.pod(f"burst{i}", sh(script.format(i=i, n=n, steps=wait_steps, hold=HOLD,
+                                                   marker=markers[kube.name(f"burst{i}")])),
                      node_name=node, volumes=[m.hostpath_volume("sync", sync, "DirectoryOrCreate")],
                      mounts=[m.mount("sync", f"/sync{i}")])
             for i in range(n)]
@@ -49,11 +54,7 @@ def test_s15_concurrent_starts(kube):
     latest_start = max(w[0] for w in windows.values())
     earliest_end = min(w[1] for w in windows.values())
     print("container windows: " + "; ".join(f"{nm}: {a:%H:%M:%S}-{b:%H:%M:%S}" for nm, (a, b) in windows.items()))
-    # each pod's marker already proves all n ran at once (it saw every start file); the API's windows
-    # must agree to within their resolution: whole seconds, and a start recorded when the runtime's
-    # start call returned, which on a loaded node can be after the process ran and another pod ended
-    # (runc, 2026-12-05 02:03: last start 18 s, first end 17 s, every marker printed)
-    assert (latest_start - earliest_end).total_seconds() <= API_SECOND, (
+    assert latest_start <= earliest_end, (
         f"the containers did not run at the same time: the last started at {latest_start} after the first ended at "
         f"{earliest_end}")
 
