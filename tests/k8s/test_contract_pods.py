@@ -115,7 +115,7 @@ def test_s37_active_deadline(kube, evidence):
     # the deadline is set once the tree is seen (it counts from the pod's start; one in the manifest
     # raced the suite's first look at the node: on a loaded node the kill could come first, so the
     # tree was never seen whole, on any runtime): DEADLINE seconds from now
-    since_start = datetime.now(timezone.utc) - datetime.fromisoformat(pod["status"]["startTime"].replace("Z", "+00:00"))
+    since_start = datetime.now(timezone.utc) - podstate.parse_time(pod["status"]["startTime"])
     kube.ctx.core.patch_namespaced_pod(name, kube.ns, {"spec": {"activeDeadlineSeconds":
                                                                 math.ceil(since_start.total_seconds()) + DEADLINE}})
     # the processes first: they are the runtime's part (the kubelet kills the pod at the deadline with
