@@ -6,7 +6,7 @@ runs pytest on ``tests/k8s`` in a subprocess with
 * ``REAPER_CI_CLUSTER_INFO`` pointing at that ClusterInfo, ``CI_ARTIFACTS_DIR`` at the artifacts
   folder and ``REAPER_CI_RUN_TOKEN`` set to a fresh run token (all workers share it);
 * JUnit at ``<artifacts>/k8s-junit.xml``, the console log at ``<artifacts>/k8s-scenarios.log``;
-* pytest-xdist (``-n``, from ``$REAPER_CI_K8S_WORKERS``, default 4) unless the pytest
+* pytest-xdist (``-n``, from ``$REAPER_CI_K8S_WORKERS``, else :func:`default_workers`) unless the pytest
   arguments choose their own ``-n`` / ``-p no:xdist``; ``cfg.pytest_args`` are passed on
   (``-k s11``, ``-x``).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ WORKERS_ENV = "REAPER_CI_K8S_WORKERS"
 # then); reaper d8d19fe 542-601 s with 4, 237-279 s with 8, 217 s with 12 (its pods wait ~13 s each
 # to go, so more workers keep paying after runc's have stopped).
 DEFAULT_WORKERS = "12"
+# A runtime whose scenarios mostly wait gets more: reaper d8d19fe's pods each wait ~15 s for their
+# sandbox to stop (containerd's state call to its shim times out), so its median scenario takes
+# 18-23 s against runc's 7-9 s. Measured here (2 cores, 2026-12-05): reaper 143.8-182.6 s with 12
+# workers (median 150.7 s, 5 runs), 124.4-147.3 s with 16 (median 135.5 s, 5 runs); runc 48.6-54.2 s
+# with 12 (median 49.3 s, 9 runs), 51.7-56.8 s with 16 (CPU-bound: more workers only compete).
+WAITING_WORKERS = "16"
+WAITING_MEDIAN = 14.0  # seconds: a median scenario duration on this runtime at or above it = waiting-bound
 JUNIT_NAME = "k8s-junit.xml"
 LOG_NAME = "k8s-scenarios.log"
 
@@ -69,6 +77,28 @@ def pytest_argv(pytest_args: Sequence[str], junit: Path, workers: str = DEFAULT_
     if not _chooses_parallelism(pytest_args) and workers not in ("0", "", "no"):
         argv += ["-n", workers]
     return argv + list(pytest_args)
+
+
+def default_workers(durations: Path | None) -> tuple[str, str]:
+    """(workers, why): WAITING_WORKERS when the median of the scenarios' last durations on this
+    runtime (``durations``: the suite's start-order file) is WAITING_MEDIAN or more, else
+    DEFAULT_WORKERS (also with no history)."""
+    try:
+        data = json.loads(Path(durations).read_text()) if durations else {}
+    except (OSError, ValueError):
+        data = {}
+    last = []
+    for v in (data.values() if isinstance(data, dict) else ()):
+        v = v[-1] if isinstance(v, list) and v else v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            last.append(float(v))
+    if not last:
+        return DEFAULT_WORKERS, "no durations measured on this runtime yet"
+    median = statistics.median(last)
+    if median >= WAITING_MEDIAN:
+        return WAITING_WORKERS, (f"its scenarios mostly wait: median {median:.1f}s last time on this runtime, "
+                                 f">= {WAITING_MEDIAN:.0f}s")
+    return DEFAULT_WORKERS, f"median scenario {median:.1f}s last time on this runtime"
 
 
 def verdict(rc: int, setup_line: str | None, junit: Path, doc: dict | None = None) -> int:
@@ -143,8 +173,11 @@ def _run_once(cfg: Config, info_path: Path, token: str | None = None) -> Once:
     env = {CLUSTER_INFO_ENV: str(Path(info_path).resolve()), ARTIFACTS_ENV: str(artifacts),
            RUN_TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "",
            DURATIONS_ENV: str(durations_file(cfg, info_path))}
-    argv = ["-m", "pytest", *pytest_argv(cfg.pytest_args, junit, os.environ.get(WORKERS_ENV) or DEFAULT_WORKERS)]
-    console.info(f"scenario suite: run token {token}; pytest {' '.join(argv[2:])}")
+    workers, why = ((os.environ[WORKERS_ENV], WORKERS_ENV) if os.environ.get(WORKERS_ENV)
+                    else default_workers(Path(env[DURATIONS_ENV])))
+    argv = ["-m", "pytest", *pytest_argv(cfg.pytest_args, junit, workers)]
+    console.info(f"scenario suite: run token {token}; pytest {' '.join(argv[2:])}"
+                 + ("" if _chooses_parallelism(cfg.pytest_args) else f" ({workers} workers: {why})"))
     started = time.monotonic()
     result = run_tool(tool(sys.executable), *argv, log=artifacts / LOG_NAME, cwd=REPO_ROOT, env=env,
                       ok_code=range(256), what="pytest tests/k8s")

@@ -141,3 +141,43 @@ def test_repeat_stops_at_a_setup_error(tmp_path, monkeypatch):
     with pytest.raises(SetupError, match="API server gone"):
         sc.run_repeated(cfg, tmp_path / "cluster.json")
     assert len(calls) == 1
+
+
+def test_default_workers_follow_the_runtimes_median_duration(tmp_path):
+    f = tmp_path / "reaper.json"
+    assert sc.default_workers(None)[0] == sc.default_workers(f)[0] == sc.DEFAULT_WORKERS  # no history yet
+    f.write_text("not json")
+    assert sc.default_workers(f) == (sc.DEFAULT_WORKERS, "no durations measured on this runtime yet")
+    # the latest duration of each scenario counts (lists: the last HISTORY runs; a number: the old format)
+    f.write_text('{"S01 a": [30.0, 4.0], "S02 b": 5.0, "S03 c": [60.0], "S04 d": [true], "S05 e": []}')
+    assert sc.default_workers(f) == (sc.DEFAULT_WORKERS, "median scenario 5.0s last time on this runtime")
+    f.write_text('{"S01 a": [4.0, 13.9], "S02 b": [14.1], "S03 c": [14.0], "S04 d": [2.0]}')
+    assert sc.default_workers(f)[0] == sc.DEFAULT_WORKERS  # median 13.95
+    f.write_text('{"S01 a": [18.0], "S02 b": [14.0], "S03 c": [23.0]}')
+    workers, why = sc.default_workers(f)
+    assert workers == sc.WAITING_WORKERS == "16"
+    assert why == "its scenarios mostly wait: median 18.0s last time on this runtime, >= 14s"
+
+
+def test_run_uses_the_workers_env_over_the_history(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(tool, *argv, **kw):
+        seen["argv"] = argv
+        raise RuntimeError("stop here")
+
+    cfg = type("C", (), {"artifacts": tmp_path / "a", "pytest_args": [], "cache_dir": tmp_path / "cache"})()
+    info = tmp_path / "cluster.json"
+    info.write_text('{"runtime": "reaper"}')
+    (tmp_path / "cache" / "k8s-durations").mkdir(parents=True)
+    (tmp_path / "cache" / "k8s-durations" / "reaper.json").write_text('{"S01 a": [20.0]}')
+    import ci.tools
+    monkeypatch.setattr(ci.tools, "run", fake_run)
+    for env, want in ((None, "16"), ("5", "5")):
+        if env:
+            monkeypatch.setenv(sc.WORKERS_ENV, env)
+        else:
+            monkeypatch.delenv(sc.WORKERS_ENV, raising=False)
+        with pytest.raises(RuntimeError):
+            sc._run_once(cfg, info, "abcdef")
+        assert seen["argv"][seen["argv"].index("-n") + 1] == want
