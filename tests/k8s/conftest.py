@@ -286,6 +286,10 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         return
     from k8s_suite import diagnostics
 
+    if rep.when == "call" and k is not None:
+        from k8s_suite import nodecheck
+
+        nodecheck.lost_exit_first(k, rep, notes)  # whatever else failed followed from it
     failure = rep.longreprtext
     started = time.monotonic()
     text = diagnostics.collect(ctx, [k.ns] if k is not None else [], extra="\n".join(notes))

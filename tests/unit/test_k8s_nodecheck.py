@@ -315,3 +315,52 @@ def test_a_leaks_summary_names_the_kinds_and_the_mount_points():
     lk = invariants.Leaks(processes=["p"], shims=["s1", "s2"], mounts=mounts)
     assert lk.summary() == "1 process(es); 2 shim(s); mounts at /run/secrets/kubernetes.io/serviceaccount, /s05-cwd"
     assert invariants.Leaks().summary() == ""
+
+
+def test_a_lost_exit_status_is_named_in_one_line(tmp_path):
+    import subprocess
+    from types import SimpleNamespace
+
+    from k8s_suite import nodecheck
+
+    cid, other = "a" * 64, "b" * 64
+    log = tmp_path / "containerd.log"
+    log.write_text(
+        f'time="t0" level=info msg="StartContainer for \\"{cid}\\" returns successfully"\n'
+        f'time="t1" level=error msg="failed to get task exit status for \\"{cid}\\"" error="Failed to execute '
+        f'reaper-runtime state: No child processes (os error 10): unknown"\n'
+        f'time="t2" level=info msg="received exit event container_id:\\"{cid}\\" exit_status:255"\n')
+
+    class Ctx:  # the node is this host: the real grep pipeline runs
+        def node_sh(self, node, script, ok=None):
+            return SimpleNamespace(stdout=subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout)
+
+    kube = SimpleNamespace(info=SimpleNamespace(component_logs={"containerd": str(log)}, nodes=("n",)),
+                           ctx=Ctx(), seen_ids={other, cid})
+    line = nodecheck.lost_exit_status(kube)
+    assert line == ("containerd lost the exit status of container aaaaaaaaaaaa: the runtime's task Wait failed "
+                    '("Failed to execute reaper-runtime state: No child processes (os error 10): unknown"), so '
+                    "containerd recorded exit 255 and killed the container's processes")
+    assert nodecheck.lost_exit_status(kube, [other]) == ""  # containerd lost only another container's
+    kube.seen_ids = set()
+    assert nodecheck.lost_exit_status(kube) == ""
+    kube.info.component_logs = {}
+    assert nodecheck.lost_exit_status(kube, [cid]) == ""  # no containerd log to read (kind): no hint
+
+
+def test_a_lost_exit_status_goes_first_in_the_failure(monkeypatch):
+    from types import SimpleNamespace
+
+    from k8s_suite import nodecheck
+
+    crash = SimpleNamespace(message="WaitError: node vm: the process tree did not start within 30s")
+    rep, notes = SimpleNamespace(longrepr=SimpleNamespace(reprcrash=crash)), []
+    monkeypatch.setattr(nodecheck, "lost_exit_status", lambda k: "containerd lost the exit status of container x")
+    nodecheck.lost_exit_first(object(), rep, notes)
+    assert crash.message.splitlines() == ["containerd lost the exit status of container x",
+                                          "WaitError: node vm: the process tree did not start within 30s"]
+    assert notes == ["containerd lost the exit status of container x"]
+    monkeypatch.setattr(nodecheck, "lost_exit_status", lambda k: "")
+    crash.message = "unchanged"
+    nodecheck.lost_exit_first(object(), rep, [])
+    assert crash.message == "unchanged"

@@ -275,3 +275,44 @@ def unreadable_state(kube: "Kube", pod: dict | None) -> str:
             return (f"the runtime returned an unreadable state: container {name} ({cid[:12]}) ended with exit 255 "
                     f"while containerd logged '{STATE_PARSE_ERROR}' for it: {line[-240:]}")
     return ""
+
+
+LOST_EXIT = "failed to get task exit status for"  # containerd's CRI, when the runtime's task Wait fails
+
+
+def lost_exit_status(kube: "Kube", ids: Iterable[str] | None = None) -> str:
+    """One line when containerd could not get the exit status of one of ``ids`` (default: every
+    container the scenario saw) from the runtime: its task Wait failed. containerd then records
+    exit 255 and kills the container's processes (its CRI exit monitor), whatever the scenario
+    expected of them, so that is the first thing a failure of the scenario must say. Else ''."""
+    wanted = sorted(set(ids if ids is not None else kube.seen_ids))
+    path = kube.info.component_logs.get("containerd")
+    if not wanted or not path:
+        return ""
+    pattern = " ".join(f"-e {i}" for i in wanted)
+    for node in kube.info.nodes:
+        try:
+            r = kube.ctx.node_sh(node, f"grep -F '{LOST_EXIT}' {path} | grep -F {pattern} | tail -n 1", ok=None)
+        except Exception:  # noqa: BLE001 - a hint must not hide the failure it explains
+            continue
+        line = r.stdout.strip()
+        cid = next((i for i in wanted if i in line), None)
+        if cid:
+            why = line.split("error=", 1)[1] if "error=" in line else line[-200:]
+            return (f"containerd lost the exit status of container {cid[:12]}: the runtime's task Wait failed "
+                    f"({why.strip()[:200]}), so containerd recorded exit 255 and killed the container's processes")
+    return ""
+
+
+def lost_exit_first(kube: "Kube", rep, notes: list) -> None:
+    """A failed call's report (``rep``): when containerd lost the exit status of a container of the
+    scenario (and so killed it), its crash message, whose first line the summary and the gate read,
+    starts with that; ``notes`` (the failure dump's extra text) gets it too."""
+    try:
+        hint = lost_exit_status(kube)
+    except Exception:  # noqa: BLE001 - a hint must never replace the failure
+        hint = ""
+    crash = getattr(getattr(rep, "longrepr", None), "reprcrash", None)
+    if hint and crash is not None and isinstance(getattr(crash, "message", None), str):
+        crash.message = f"{hint}\n{crash.message}"
+        notes.append(hint)
