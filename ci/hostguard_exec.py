@@ -8,8 +8,8 @@ in a fresh interpreter for every test binary).
    that reaches the host (the namespace's mounts are private, so its own mounts do not either);
 2. the binary runs with this process's stdin/stdout/stderr; a SIGTERM or SIGINT to the process
    group reaches it directly and this wrapper waits for it, so the report is still written;
-3. after it exits, the report (JSON): processes it left in this namespace or session (then
-   killed), mounts made in the namespace that are still there, and the files left in the private
+3. after it exits, the report (JSON): processes it left in this namespace or session (still
+   running LINGER seconds after it; then killed), mounts made in the namespace that are still there, and the files left in the private
    folders and in the scratch folder (where the state variables pointed);
 4. exit with the binary's status; a binary killed by signal N kills this wrapper with N too.
 """
@@ -25,6 +25,10 @@ import sys
 import time
 
 MAX_FILES = 40
+# seconds a process the binary started may take to end by itself once the binary has exited (reaper's
+# monitor daemons of a test's `echo` container end some 10-100 ms after their test binary): what still
+# runs after that is what the binary left (then killed)
+LINGER = 2.0
 
 
 def _mount_tmpfs(path: str) -> None:
@@ -108,6 +112,10 @@ def main(argv: list[str]) -> int:
             continue
     me = os.getpid()
     strays = _strays(me)
+    end = time.monotonic() + LINGER  # a process ending by itself just after the binary was not left behind
+    while strays and time.monotonic() < end:
+        time.sleep(0.05)
+        strays = _strays(me)
     for pid in strays:
         try:
             os.kill(pid, signal.SIGKILL)

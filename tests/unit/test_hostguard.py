@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -79,3 +80,23 @@ def test_prepare_makes_missing_mount_points_and_restore_removes_only_those(tmp_p
     assert made == [str(tmp_path / "a" / "b"), str(tmp_path / "a")]
     guard.restore(made)
     assert not (tmp_path / "a").exists() and tmp_path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (a mount namespace)")
+def test_a_process_that_ends_by_itself_just_after_the_binary_was_not_left(tmp_path):
+    """The real wrapper in a real mount namespace: a child that ends 0.4 s after the binary is not reported,
+    one that would run on for 31 s is (and is killed)."""
+    import subprocess
+    import sys
+
+    from ci import hostguard_exec
+
+    report = tmp_path / "report.json"
+    outer = os.readlink("/proc/self/ns/mnt")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", sys.executable,
+                        hostguard_exec.__file__, "--report", str(report), "--outer-ns", outer, "--",
+                        "sh", "-c", "setsid sleep 0.4 & setsid sleep 31 & exit 3"], timeout=30)
+    assert r.returncode == 3
+    procs = json.loads(report.read_text())["processes"]
+    assert len(procs) == 1 and procs[0].endswith(" sleep 31"), procs
+    assert subprocess.run(["pgrep", "-f", "^sleep 31$"], capture_output=True).returncode == 1  # killed
