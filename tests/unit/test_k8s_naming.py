@@ -55,3 +55,22 @@ def test_sleep_markers_are_large_stable_and_differ_between_runs():
     others = {naming.sleep_seconds(naming.new_token(), "s12") for _ in range(50)}
     assert len(others) >= 45  # fresh tokens give (almost always) fresh numbers
     assert naming.sleep_seconds("k3f9x2", "s12") != naming.sleep_seconds("k3f9x2", "s16")
+
+
+def test_a_node_file_is_cleaned_up_with_the_folder_it_was_written_into():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from k8s_suite.kube import Kube
+
+    written = []
+    k = Kube.__new__(Kube)
+    k.token, k.sid, k.node_paths = "abc123", "s20", []
+    k.ctx = SimpleNamespace(node=SimpleNamespace(write_file=lambda node, path, content: written.append(path)))
+    k.write_node_file("n1", "/tmp/reaper-ci-abc123-s20-hostpath/data.txt", "x\n")
+    k.write_node_file("n1", "/tmp/reaper-ci-abc123-s20-control", "x\n")
+    assert written == ["/tmp/reaper-ci-abc123-s20-hostpath/data.txt", "/tmp/reaper-ci-abc123-s20-control"]
+    assert k.node_paths == [("n1", "/tmp/reaper-ci-abc123-s20-hostpath"), ("n1", "/tmp/reaper-ci-abc123-s20-control")]
+    with pytest.raises(AssertionError, match="not this test's node path"):
+        k.write_node_file("n1", "/tmp/reaper-ci-abc123-s21-x/f", "x\n")

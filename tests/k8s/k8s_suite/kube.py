@@ -314,8 +314,10 @@ class Kube:
         return node
 
     def write_node_file(self, node: str, path: str, content: str) -> None:
-        assert path.startswith(naming.node_path(self.token, self.sid)), f"{path} is not this test's node path"
-        self.node_paths.append((node, path))
+        own = naming.node_path(self.token, self.sid)
+        assert path.startswith(own), f"{path} is not this test's node path"
+        # the whole entry under /tmp is this test's (the folder the file is written into included)
+        self.node_paths.append((node, own + path[len(own):].split("/", 1)[0]))
         self.ctx.node.write_file(node, path, content)
 
     def wait_processes(self, node: str, argv: Sequence[str], what: str, ok: Callable[[int], bool],
