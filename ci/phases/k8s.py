@@ -72,7 +72,7 @@ def provisioned(cfg: Config, body: Callable[[ClusterInfo, Path], int], prog: str
     cfg.artifacts.mkdir(parents=True, exist_ok=True)
     prov = get_provisioner(cfg)
     prov.check_prerequisites()
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     rc = 1
     access = None
     try:
@@ -94,7 +94,7 @@ def provisioned(cfg: Config, body: Callable[[ClusterInfo, Path], int], prog: str
         rc = EXIT_SETUP
         raise
     finally:
-        if rc != 0:
+        if rc != 0 or any_failure(cfg.artifacts, since=began):  # a listed (gate-passed) failure is still one to look into
             _collect(prov, cfg.artifacts / "cluster-logs")
         if access is not None:  # the host-exec pods go at the end of every run, kept cluster or not
             try:
@@ -133,6 +133,23 @@ def for_run(cfg: Config, info: ClusterInfo, access=None) -> ClusterInfo:
             access.ensure(node)
         console.info(f"node access: host-exec pods running on {len(info.nodes)} node(s) in {time.monotonic() - began:.1f}s")
     return info
+
+
+def any_failure(artifacts: Path, since: float = 0.0) -> bool:
+    """Whether a suite run of this invocation (its verdict files under ``artifacts`` written at
+    ``since`` or later, repeats included) had a scenario that failed, errored or failed on the cluster."""
+    import json
+
+    for path in Path(artifacts).glob("**/k8s-run/*/verdict.json"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return True  # unreadable: look at the logs
+        if any(doc.get(k) for k in ("failed", "errors", "infrastructure")):
+            return True
+    return False
 
 
 def _collect(prov, dest: Path) -> None:

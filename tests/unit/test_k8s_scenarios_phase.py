@@ -181,3 +181,23 @@ def test_run_uses_the_workers_env_over_the_history(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError):
             sc._run_once(cfg, info, "abcdef")
         assert seen["argv"][seen["argv"].index("-n") + 1] == want
+
+
+def test_cluster_logs_are_kept_for_any_failure_of_this_run_listed_or_not(tmp_path):
+    import os
+
+    from ci.phases import k8s
+
+    assert not k8s.any_failure(tmp_path)  # no run
+    green = tmp_path / "k8s-run" / "aaaaaa" / "verdict.json"
+    green.parent.mkdir(parents=True)
+    green.write_text('{"passed": ["S01 a"], "failed": [], "errors": [], "infrastructure": [], "skipped": []}')
+    assert not k8s.any_failure(tmp_path)
+    listed = tmp_path / "k8s-repeat" / "run-02" / "k8s-run" / "bbbbbb" / "verdict.json"
+    listed.parent.mkdir(parents=True)
+    listed.write_text('{"passed": [], "failed": ["S05 b"], "errors": [], "infrastructure": []}')
+    assert k8s.any_failure(tmp_path)
+    os.utime(listed, (1000.0, 1000.0))  # an earlier invocation's run in the same artifacts folder
+    assert not k8s.any_failure(tmp_path, since=2000.0)
+    green.write_text("{not json")
+    assert k8s.any_failure(tmp_path, since=0.0)
