@@ -9,8 +9,9 @@ in a fresh interpreter for every test binary).
 2. the binary runs with this process's stdin/stdout/stderr; a SIGTERM or SIGINT to the process
    group reaches it directly and this wrapper waits for it, so the report is still written;
 3. after it exits, the report (JSON): processes it left in this namespace or session (still
-   running LINGER seconds after it; then killed), mounts made in the namespace that are still there, and the files left in the private
-   folders and in the scratch folder (where the state variables pointed);
+   running LINGER seconds after it; then killed), mounts made in the namespace that are still
+   there, and the files left in the private folders and in the scratch folder (where the state
+   variables pointed);
 4. exit with the binary's status; a binary killed by signal N kills this wrapper with N too.
 """
 
