@@ -24,3 +24,22 @@ RUN_DIR = "k8s-run"  # <artifacts>/k8s-run/<token>/
 SETUP_ERROR_FILE = "setup-error.txt"  # in the run folder: the suite's one-line reason
 DURATIONS_ENV = "REAPER_CI_DURATIONS"  # a JSON file: scenario -> seconds last time on this runtime (longest first)
 VERDICT_FILE = "verdict.json"  # in the run folder: scenario names by verdict (passed/failed/infrastructure/...)
+
+
+def read_durations(path) -> dict[str, list[float]]:
+    """The ``DURATIONS_ENV`` file: scenario row -> its measured seconds, oldest first ({} when the file
+    is missing or unreadable; one number per scenario is the file of an earlier version)."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, list[float]] = {}
+    for k, v in (data.items() if isinstance(data, dict) else ()):
+        vals = v if isinstance(v, list) else [v]
+        nums = [float(x) for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        if nums:
+            out[k] = nums
+    return out

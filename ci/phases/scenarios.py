@@ -28,7 +28,7 @@ from typing import Sequence
 
 from ci import console, expect
 from ci.contract import (ARTIFACTS_ENV, CLUSTER_INFO_ENV, DURATIONS_ENV, RUN_DIR, RUN_TOKEN_ENV, SETUP_ERROR_FILE,
-                         SUITE_EXIT_SETUP, VERDICT_FILE)
+                         SUITE_EXIT_SETUP, VERDICT_FILE, read_durations)
 from ci.config import REPO_ROOT, Config
 from ci.errors import CIError, SetupError, UsageError
 
@@ -83,15 +83,7 @@ def default_workers(durations: Path | None) -> tuple[str, str]:
     """(workers, why): WAITING_WORKERS when the median of the scenarios' last durations on this
     runtime (``durations``: the suite's start-order file) is WAITING_MEDIAN or more, else
     DEFAULT_WORKERS (also with no history)."""
-    try:
-        data = json.loads(Path(durations).read_text()) if durations else {}
-    except (OSError, ValueError):
-        data = {}
-    last = []
-    for v in (data.values() if isinstance(data, dict) else ()):
-        v = v[-1] if isinstance(v, list) and v else v
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            last.append(float(v))
+    last = [v[-1] for v in read_durations(durations).values()]
     if not last:
         return DEFAULT_WORKERS, "no durations measured on this runtime yet"
     median = statistics.median(last)

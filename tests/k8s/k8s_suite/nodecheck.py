@@ -263,18 +263,32 @@ def unreadable_state(kube: "Kube", pod: dict | None) -> str:
                         f"exit {st.get('exitCode')} {st.get('reason')}: {message.strip()[:200]}")
             if st.get("exitCode") == 255 and cid:
                 suspects.append((cs.get("name"), cid))
-    path = kube.info.component_logs.get("containerd")
-    for name, cid in suspects if path else []:
+    for name, cid in suspects:
         try:
             node = kube.node_of(pod)
-            r = kube.ctx.node_sh(node, f"grep -F -e {cid} {path} | grep -F '{STATE_PARSE_ERROR}' | tail -n 1", ok=None)
         except Exception:  # noqa: BLE001 - a hint must not hide the failure it explains
             continue
-        line = r.stdout.strip()
+        line = containerd_log_line(kube, node, STATE_PARSE_ERROR, [cid])
         if line:
             return (f"the runtime returned an unreadable state: container {name} ({cid[:12]}) ended with exit 255 "
                     f"while containerd logged '{STATE_PARSE_ERROR}' for it: {line[-240:]}")
     return ""
+
+
+def containerd_log_line(kube: "Kube", node: str, needle: str, ids: Iterable[str]) -> str:
+    """The last line of containerd's log on ``node`` holding ``needle`` and one of the container
+    ``ids``; '' when there is none, no containerd log is known (kind) or the node cannot be read
+    (a hint must not hide the failure it explains)."""
+    path = kube.info.component_logs.get("containerd")
+    ids = list(ids)
+    if not path or not ids:
+        return ""
+    pattern = " ".join(f"-e {i}" for i in ids)
+    try:
+        r = kube.ctx.node_sh(node, f"grep -F '{needle}' {path} | grep -F {pattern} | tail -n 1", ok=None)
+    except Exception:  # noqa: BLE001
+        return ""
+    return r.stdout.strip()
 
 
 LOST_EXIT = "failed to get task exit status for"  # containerd's CRI, when the runtime's task Wait fails
@@ -286,17 +300,9 @@ def lost_exit_status(kube: "Kube", ids: Iterable[str] | None = None) -> str:
     exit 255 and kills the container's processes (its CRI exit monitor), whatever the scenario
     expected of them, so that is the first thing a failure of the scenario must say. Else ''."""
     wanted = sorted(set(ids if ids is not None else kube.seen_ids))
-    path = kube.info.component_logs.get("containerd")
-    if not wanted or not path:
-        return ""
-    pattern = " ".join(f"-e {i}" for i in wanted)
     for node in kube.info.nodes:
-        try:
-            r = kube.ctx.node_sh(node, f"grep -F '{LOST_EXIT}' {path} | grep -F {pattern} | tail -n 1", ok=None)
-        except Exception:  # noqa: BLE001 - a hint must not hide the failure it explains
-            continue
-        line = r.stdout.strip()
-        cid = next((i for i in wanted if i in line), None)
+        line = containerd_log_line(kube, node, LOST_EXIT, wanted)
+        cid = next((i for i in wanted if i in line), None) if line else None
         if cid:
             why = line.split("error=", 1)[1] if "error=" in line else line[-200:]
             return (f"containerd lost the exit status of container {cid[:12]}: the runtime's task Wait failed "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from ci.console import Row
+from ci.contract import read_durations
 
 from k8s_suite.naming import dns_label, scenario_id
 from k8s_suite.timeouts import BARRIER
@@ -165,17 +166,7 @@ HISTORY = 5  # runs whose durations a scenario's start order weighs
 
 
 def _history(path: Path | None) -> dict[str, list[float]]:
-    try:
-        data = json.loads(Path(path).read_text()) if path else {}
-    except (OSError, ValueError):
-        return {}
-    out: dict[str, list[float]] = {}
-    for k, v in (data.items() if isinstance(data, dict) else ()):
-        vals = v if isinstance(v, list) else [v]  # one number: the file of an earlier version
-        nums = [float(x) for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
-        if nums:
-            out[k] = nums[-HISTORY:]
-    return out
+    return {k: v[-HISTORY:] for k, v in read_durations(path).items()}
 
 
 def load_durations(path: Path | None) -> dict[str, float]:
