@@ -212,6 +212,11 @@ def _one(row: str, results: list[tuple[str, Mapping[str, str]]], entry: Entry | 
         if len(failed) < n and "passed" in kinds:
             return Judged(row, "new", f"flaky, not listed: {first}", rate)
         return Judged(row, "new", first, rate)
+    if (by_class and not any(entry.fits(f) for f in failed) and all(_covered(f, None, anywhere) for f in failed)
+            and all(entry.phase is None or entry.phase in f for f in failed)):
+        # the class hit the phase the scenario's own failure is listed for first (a container killed before
+        # the scenario could judge it): the scenario's reason would name what was never seen
+        return Judged(row, "flaky", f"{by_class[0].reason} (any scenario; {rate or 'failed'})", rate)
     odd = [f for f in failed if not entry.fits(f) and not _covered(f, entry, anywhere)]
     if odd:
         got = "; ".join(f"{p}: {m}" for p, m in odd[0].items())

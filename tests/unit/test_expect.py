@@ -176,3 +176,24 @@ def test_a_bug_class_listed_for_any_scenario(tmp_path):
     rows = {j.scenario: j for j in e.judge([d2], exp)}
     assert rows["S01 echo_stdout"].verdict == "new"  # a failure the class does not describe
     assert rows["S31 killed_by_a_signal"].verdict == "known"
+
+
+D8 = Path(__file__).resolve().parents[1] / "k8s" / "expected-reaper-d8d19fe.yaml"
+LOST = "containerd lost the exit status of container 8d43470885e7: the runtime's task Wait failed ({}), so containerd " \
+       "recorded exit 255 and killed the container's processes"
+
+
+@pytest.mark.parametrize("why, verdict", [
+    # seen on S52, 2026-12-05 05:22: the non-atomic state write read through the task's Wait
+    ('"Failed to parse state output: EOF while parsing a value at line 1 column 0: unknown"', "flaky"),
+    # seen on S32, 2026-12-05 03:54: the ECHILD race
+    ('"Failed to execute reaper-runtime state: No child processes (os error 10): unknown"', "flaky"),
+    # any other reason a Wait fails is not one of reaper's known races
+    ('"ttrpc: closed: unknown"', "new"),
+])
+def test_d8d19fe_lists_both_of_reapers_state_races_as_lost_exits(why, verdict):
+    exp = e.load(D8)
+    d = doc(failed=["S52 termination_message"],
+            failures={"S52 termination_message": {"call": LOST.format(why) + "\nassert 255 == 0"}})
+    row = next(j for j in e.judge([d], exp) if j.scenario == "S52 termination_message")
+    assert row.verdict == verdict, row.detail
