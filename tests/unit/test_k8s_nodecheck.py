@@ -309,6 +309,40 @@ def test_the_mounts_script_names_the_file_a_process_held_namespace_is_bound_at(t
         subprocess.run(["umount", "-l", str(tmp_path)], check=False)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_a_namespace_whose_first_process_is_gone_is_still_read(tmp_path, shell):
+    """Run for real: on a busy node the first process listed in a namespace (the lowest pid) may
+    exit before its mountinfo is read. The namespace is then read through its next process, and a
+    bound namespace none of whose listed processes is left, through its file. (The first version
+    took the first process only and skipped the namespace: a leaked mount went unseen.)"""
+    marker = f"zz{os.getpid()}gone"
+    ns = tmp_path / "ns"
+    subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
+    holder = None
+    try:
+        subprocess.run(["mount", "--make-private", str(tmp_path)], check=True)
+        ns.touch()
+        holder = subprocess.Popen(["unshare", f"--mount={ns}", "sh", "-c",
+                                   f"mount -t tmpfs {marker} /mnt && echo up && exec sleep 60"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "up"
+        mnt = os.readlink(f"/proc/{holder.pid}/ns/mnt")
+        gone = f"echo '{mnt} /proc/999999999/ns'"  # a pid no process has: exited since it was listed
+        first_gone = invariants.mounts_script([marker], f"{gone}; {invariants.NAMESPACES}")
+        out = subprocess.run([shell, "-c", first_gone], capture_output=True, text=True, check=True).stdout
+        assert out.splitlines() and all(ln.startswith(f"{holder.pid}@{ns}: ") for ln in out.splitlines()), out
+        only_gone = invariants.mounts_script([marker], gone)
+        out = subprocess.run([shell, "-c", only_gone], capture_output=True, text=True, check=True).stdout
+        assert out.splitlines() and all(ln.startswith(f"@{ns}: ") for ln in out.splitlines()), out
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
+        subprocess.run(["umount", "-l", str(ns)], check=False)
+        subprocess.run(["umount", "-l", str(tmp_path)], check=False)
+
+
 def test_a_leaks_summary_names_the_kinds_and_the_mount_points():
     mounts = ["47 54 0:41 /var/lib/kubelet/pods/u/volumes/x /run/secrets/kubernetes.io/serviceaccount ro - overlay  [in ...]",
               "48 54 0:41 /var/lib/kubelet/pods/u/volumes/y /s05-cwd rw - overlay  [in ...]"]

@@ -120,31 +120,37 @@ def parse_pid_matches(text: str) -> dict[int, set[str]]:
     return out
 
 
-def mounts_script(patterns: Sequence[str]) -> str:
+# every process's mount namespace, as "<ns> /proc/<pid>/ns", pids in ascending order
+NAMESPACES = "find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null"
+
+
+def mounts_script(patterns: Sequence[str], namespaces: str = NAMESPACES) -> str:
     """For each distinct mount namespace on the node, print its mountinfo lines naming one of
     ``patterns``, prefixed ``<pid>: `` (a process lives in it, found through /proc/*/ns/mnt),
     ``<pid>@<path>: `` (a process lives in it and it is also bind-mounted at ``path``, as reaper
     keeps its overlay namespace) or ``@<path>: `` (only the bind-mounted file keeps it: read
-    through nsenter). A fixed number of processes however many namespaces there are (one awk
-    reads every namespace's mountinfo): it runs in every scenario's teardown, on a busy node."""
+    through nsenter). A namespace is read through the first of its processes whose mountinfo can
+    be read: on a busy node the first one listed may have exited since (a short-lived process of
+    the runtime's own namespace), and a bound namespace none of whose processes could be read is
+    read through its file. A fixed number of processes however many namespaces there are (one awk
+    reads every namespace's mountinfo): it runs in every scenario's teardown, on a busy node.
+    ``namespaces``: the command listing them (tests put a process that is gone first)."""
     if not patterns:
         return "true"
     pats = shlex.quote("\n".join(patterns))  # passed through the environment: awk -v would unescape them
     return ("bound=$(awk '$4 ~ /^mnt:/ {print $4, $5}' /proc/self/mountinfo); "
-            "seen=$(find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -printf '%l %h\\n' 2>/dev/null "
-            "| awk '!s[$1]++ {print $1, $2}'); "
             f"export REAPER_CI_PATTERNS={pats} REAPER_CI_BOUND=\"$bound\"; "
-            "echo \"$seen\" | awk 'BEGIN { np = split(ENVIRON[\"REAPER_CI_PATTERNS\"], P, \"\\n\"); "
+            f"{{ {namespaces}; }} | awk 'function hit(l,   i) {{ for (i = 1; i <= np; i++) if (index(l, P[i])) return 1; return 0 }} "
+            "BEGIN { np = split(ENVIRON[\"REAPER_CI_PATTERNS\"], P, \"\\n\"); "
             "nb = split(ENVIRON[\"REAPER_CI_BOUND\"], L, \"\\n\"); "
             "for (i = 1; i <= nb; i++) if (split(L[i], f, \" \") == 2) B[f[1]] = f[2] } "
-            "NF == 2 { p = $2; sub(/\\/ns$/, \"\", p); pre = substr(p, 7) (($1 in B) ? \"@\" B[$1] : \"\") \": \"; "
-            "file = p \"/mountinfo\"; while ((getline line < file) > 0) for (i = 1; i <= np; i++) "
-            "if (index(line, P[i])) { print pre line; break }; close(file) }'; "
-            "echo \"$bound\" | while read -r ns m; do [ -n \"$m\" ] || continue; "
-            "case \"$seen\" in *\"$ns \"*) continue;; esac; "
-            f"nsenter --mount=\"$m\" cat /proc/self/mountinfo 2>/dev/null | grep -F {' '.join(f'-e {shlex.quote(p)}' for p in patterns)} "
-            "| sed \"s|^|@$m: |\"; "
-            "done; true")
+            "NF == 2 && !($1 in done) { p = $2; sub(/\\/ns$/, \"\", p); pre = substr(p, 7) (($1 in B) ? \"@\" B[$1] : \"\") \": \"; "
+            "file = p \"/mountinfo\"; n = 0; out = \"\"; "
+            "while ((getline line < file) > 0) { n++; if (hit(line)) out = out pre line \"\\n\" }; close(file); "
+            "if (n) { done[$1] = 1; printf \"%s\", out } } "
+            "END { for (ns in B) if (!(ns in done)) { cmd = \"nsenter --mount=\\\"\" B[ns] \"\\\" cat /proc/self/mountinfo 2>/dev/null\"; "
+            "while ((cmd | getline line) > 0) if (hit(line)) print \"@\" B[ns] \": \" line; close(cmd) } }'; "
+            "true")
 
 
 # --- pure evaluation --------------------------------------------------------------------------------
