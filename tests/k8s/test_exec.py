@@ -1,8 +1,17 @@
-"""S08-S10: exec into a running pod (stdout, exit status, a binary that does not exist)."""
+"""S08-S10: exec into a running pod (stdout, exit status, a binary that does not exist); S63: an
+exec still running when its container ends ends with it."""
 
 from __future__ import annotations
 
-from k8s_suite import podstate
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from k8s_suite import naming, podstate
+from k8s_suite import timeouts as T
+from k8s_suite.manifests import sh
+from k8s_suite.streams import WaitError
+
+EXEC_ENDS = 10  # seconds after its container ended by which an exec still running in it must be gone
 
 
 def test_s08_exec_stdout(kube):
@@ -56,3 +65,56 @@ def test_s10_exec_nonexistent(kube):
         cs_before.get("containerID"), cs_before.get("restartCount")), (
         f"the container changed: before {podstate.describe(before)}; after {podstate.describe(after)}")
     print(f"{res.describe()}; main process pid {main_after[0].pid} unchanged; second exec ok")
+
+
+def test_s63_a_containers_end_ends_its_execs(kube):
+    """The main process ends (exit 3) while two execs run ``sleep N`` in the container, one with a
+    terminal: each exec's process ends with the container (runc: the container's PID namespace goes
+    with its init; a runtime without one must end the container's processes itself, as containerd's
+    runc shim does for a container sharing a PID namespace), each stream ends, and not with exit 0."""
+    fifo = f"/tmp/reaper-ci-{kube.token}-s63"
+    paths = {"exec": False, "exec with a terminal": True}
+    marks = {what: str(naming.sleep_seconds(kube.token, f"s63-{what}")) for what in paths}
+    name = kube.name("end")
+    for m in marks.values():
+        kube.marker(["sleep", m])  # the teardown looks for them too
+    kube.create(kube.pod("end", sh(f"rm -f {fifo}; mkfifo {fifo} || exit 2; read -r _ < {fifo}; exit 3"), grace=2))
+    node = kube.node_of(kube.wait_running(name))
+    problems: list[str] = []
+    t_end = None
+    with ThreadPoolExecutor(len(paths)) as pool:
+        held = {what: pool.submit(kube.exec, name, ["/bin/sh", "-c", f"exec sleep {marks[what]}"], tty=tty)
+                for what, tty in paths.items()}
+        try:
+            for what in paths:
+                kube.wait_processes(node, ["sleep", marks[what]], f"the {what}'s process running", lambda n: n == 1)
+            # the release: a line into the FIFO, opened read-write (never blocks), once the main made it
+            rel = kube.exec(name, ["/bin/sh", "-c", f"i=0; while [ ! -p {fifo} ] && [ $i -lt 50 ]; do sleep 0.1; "
+                                   f"i=$((i+1)); done; exec 3<>{fifo}; echo go >&3"])
+            print(f"the release: {rel.describe()}")  # its own status is S43's to judge: only its effect counts here
+            ended = kube.wait_terminated(name)
+            st = podstate.container_status(ended).get("state", {}).get("terminated") or {}
+            assert st.get("exitCode") == 3, f"the main process must end with exit 3: {podstate.describe(ended)}"
+            t_end = time.monotonic()
+            for what in paths:  # one deadline for both: they end together or not at all
+                left = max(0.5, t_end + EXEC_ENDS - time.monotonic())
+                try:
+                    kube.wait_processes(node, ["sleep", marks[what]], f"the {what}'s process gone with its container",
+                                        lambda n: n == 0, timeout=left)
+                except WaitError as e:
+                    problems.append(f"the {what}'s process still runs {EXEC_ENDS}s after its container ended "
+                                    f"(exit 3): {e}")
+        finally:
+            # never leave an exec (and this worker) waiting out its deadline: end its process on the node
+            kube.ctx.node_sh(node, "; ".join(f"pkill -KILL -f '^sleep {m}$'" for m in marks.values()), ok=None)
+        for what, fut in held.items():
+            try:
+                res = fut.result()
+            except WaitError as e:
+                problems.append(f"the {what}'s stream did not end once its process was gone: {e}")
+                continue
+            after = f" ({time.monotonic() - t_end:.1f}s after its container ended)" if t_end else ""
+            print(f"the {what}: {res.describe()}{after}")
+            if res.exit_code == 0:
+                problems.append(f"the {what} ended with exit 0 though its process was killed: {res.describe()}")
+    assert not problems, "; ".join(problems)
