@@ -153,11 +153,13 @@ def _s16(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
 
     def new_zombies():
         # below containerd, a shim or the runtime (as S13: a zombie of init's, such as an exited shim
-        # init has not reaped yet, is the host's); below another namespace's live shim they are that
-        # pod's (S13's, running beside this one): its scenario judges them
+        # init has not reaped yet, is the host's); below another scenario's shim they are its pod's (S13's,
+        # running beside this one; or a shim that outlived its pod, named by the ids its scenario recorded):
+        # that scenario judges them
         nonlocal zs
         now = ctx.ps(node)
-        foreign = {s.pid for s in ctx.scan_shims(node, now) if s.namespace and s.namespace != kube.ns}
+        others_ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") != kube.ns) - ids
+        foreign = nodeproc.others_shims(ctx.scan_shims(node, now), kube.ns, others_ids)
         zs = nodeproc.judged_zombies(before_procs, now, owners, foreign)
         return nodeproc.zombie_report(now, zs) if zs else ""
 

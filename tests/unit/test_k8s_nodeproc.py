@@ -157,3 +157,13 @@ def test_a_shims_bundle_is_read_once_per_shim(tmp_path):
     state["ps"] = PS.replace(f"-id {SANDBOX}", f"-id {'f' * 64}")  # pid 200 is another shim now
     ctx.scan_shims("vm")
     assert asked[-1] == [200]
+
+
+def test_the_shims_another_scenario_answers_for():
+    live_other = np.Shim(10, "a" * 64, "shim -id a", namespace="ns-s13", pod="p")
+    mine = np.Shim(11, "b" * 64, "shim -id b", namespace="ns-s16", pod="q")
+    outlived = np.Shim(12, "c" * 64, "shim -id c")  # its pod (and bundle) gone; S63 recorded its id
+    unknown = np.Shim(13, "d" * 64, "shim -id d")  # nobody recorded it: the scenario judging owns it
+    mine_gone = np.Shim(14, "e" * 64, "shim -id e")
+    got = np.others_shims([live_other, mine, outlived, unknown, mine_gone], "ns-s16", {"c" * 64})
+    assert got == {10, 12}

@@ -236,6 +236,15 @@ def new_zombies(before: Iterable[Proc], after: Iterable[Proc]) -> list[Proc]:
     return [p for p in after if p.zombie and (p.pid, p.ppid) not in old]
 
 
+def others_shims(shim_list: Iterable[Shim], ns: str, others_ids: Iterable[str]) -> set[int]:
+    """Pids of the shims another scenario answers for, not the one of namespace ``ns``: a shim whose
+    bundle names another namespace (a live pod of another scenario), or one whose bundle is gone but
+    whose id another scenario recorded (a shim that outlived its pod: that scenario's teardown and
+    S14 judge it, and the zombies below it)."""
+    others = set(others_ids)
+    return {s.pid for s in shim_list if (s.namespace and s.namespace != ns) or (not s.namespace and s.id in others)}
+
+
 def judged_zombies(before: Iterable[Proc], now: Sequence[Proc], owners: Iterable[str],
                    left_to_others: Iterable[int] = ()) -> list[Proc]:
     """The zombies new since ``before`` that the runtime answers for: below containerd, a shim or
