@@ -2,6 +2,7 @@
 containerd's records, leak evaluation, zombies under reapers, sandbox readiness."""
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -281,42 +282,10 @@ def test_how_long_leaks_are_seen_again_before_they_are_judged():
     assert invariants.Leaks().confirm_after(2, 10) is None
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
-@pytest.mark.parametrize("shell", ["sh", "bash"])  # nodes run it with /bin/sh (dash on Debian)
-def test_the_mounts_script_names_the_file_a_process_held_namespace_is_bound_at(tmp_path, shell):
-    """Run for real: a namespace bound at a file with a process in it is listed as ``<pid>@<file>``,
-    and once the process is gone as ``@<file>`` (read through nsenter); a pattern with a backslash
-    that matches nothing changes nothing (patterns reach awk unescaped)."""
-    marker = f"zz{os.getpid()}leak"
-    ns = tmp_path / "ns"
-    subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
-    try:
-        subprocess.run(["mount", "--make-private", str(tmp_path)], check=True)
-        ns.touch()
-        holder = subprocess.Popen(["unshare", f"--mount={ns}", "sh", "-c",
-                                   f"mount -t tmpfs {marker} /mnt && echo up && exec sleep 60"],
-                                  stdout=subprocess.PIPE, text=True)
-        assert holder.stdout.readline().strip() == "up"
-        script = invariants.mounts_script([r"no\\such\tmount", marker])
-        held = subprocess.run([shell, "-c", script], capture_output=True, text=True, check=True).stdout
-        assert held.splitlines() and all(ln.startswith(f"{holder.pid}@{ns}: ") for ln in held.splitlines()), held
-        holder.kill()
-        holder.wait()
-        alone = subprocess.run([shell, "-c", script], capture_output=True, text=True, check=True).stdout
-        assert alone.splitlines() and all(ln.startswith(f"@{ns}: ") for ln in alone.splitlines()), alone
-    finally:
-        subprocess.run(["umount", "-l", str(ns)], check=False)
-        subprocess.run(["umount", "-l", str(tmp_path)], check=False)
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
-@pytest.mark.parametrize("shell", ["sh", "bash"])
-def test_a_namespace_whose_first_process_is_gone_is_still_read(tmp_path, shell):
-    """Run for real: on a busy node the first process listed in a namespace (the lowest pid) may
-    exit before its mountinfo is read. The namespace is then read through its next process, and a
-    bound namespace none of whose listed processes is left, through its file. (The first version
-    took the first process only and skipped the namespace: a leaked mount went unseen.)"""
-    marker = f"zz{os.getpid()}gone"
+@contextlib.contextmanager
+def _bound_namespace(tmp_path, marker: str):
+    """A mount namespace bound at ``<tmp_path>/ns`` (as reaper keeps its own) holding a tmpfs named
+    ``marker`` at /mnt, with a process (``sleep 60``) in it: yields (the file, the process)."""
     ns = tmp_path / "ns"
     subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
     holder = None
@@ -327,20 +296,55 @@ def test_a_namespace_whose_first_process_is_gone_is_still_read(tmp_path, shell):
                                    f"mount -t tmpfs {marker} /mnt && echo up && exec sleep 60"],
                                   stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "up"
-        mnt = os.readlink(f"/proc/{holder.pid}/ns/mnt")
-        gone = f"echo '{mnt} /proc/999999999/ns'"  # a pid no process has: exited since it was listed
-        first_gone = invariants.mounts_script([marker], f"{gone}; {invariants.NAMESPACES}")
-        out = subprocess.run([shell, "-c", first_gone], capture_output=True, text=True, check=True).stdout
-        assert out.splitlines() and all(ln.startswith(f"{holder.pid}@{ns}: ") for ln in out.splitlines()), out
-        only_gone = invariants.mounts_script([marker], gone)
-        out = subprocess.run([shell, "-c", only_gone], capture_output=True, text=True, check=True).stdout
-        assert out.splitlines() and all(ln.startswith(f"@{ns}: ") for ln in out.splitlines()), out
+        yield ns, holder
     finally:
         if holder:
             holder.kill()
             holder.wait()
         subprocess.run(["umount", "-l", str(ns)], check=False)
         subprocess.run(["umount", "-l", str(tmp_path)], check=False)
+
+
+def _run_script(shell: str, script: str, prefix: str, marker: str) -> None:
+    """The mounts script finds exactly the marker's tmpfs at /mnt, prefixed as ``prefix``."""
+    out = subprocess.run([shell, "-c", script], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix) and " /mnt " in lines[0] \
+        and lines[0].split(" - ", 1)[1].split()[:2] == ["tmpfs", marker], out
+
+
+ROOT_UNSHARE = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+
+
+@ROOT_UNSHARE
+@pytest.mark.parametrize("shell", ["sh", "bash"])  # nodes run it with /bin/sh (dash on Debian)
+def test_the_mounts_script_names_the_file_a_process_held_namespace_is_bound_at(tmp_path, shell):
+    """Run for real: a namespace bound at a file with a process in it is listed as ``<pid>@<file>``,
+    and once the process is gone as ``@<file>`` (read through nsenter); a pattern with a backslash
+    that matches nothing changes nothing (patterns reach awk unescaped)."""
+    marker = f"zz{os.getpid()}leak"
+    with _bound_namespace(tmp_path, marker) as (ns, holder):
+        script = invariants.mounts_script([r"no\\such\tmount", marker])
+        _run_script(shell, script, f"{holder.pid}@{ns}: ", marker)
+        holder.kill()
+        holder.wait()
+        _run_script(shell, script, f"@{ns}: ", marker)
+
+
+@ROOT_UNSHARE
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_a_namespace_whose_first_process_is_gone_is_still_read(tmp_path, shell):
+    """Run for real: on a busy node the first process listed in a namespace (the lowest pid) may
+    exit before its mountinfo is read. The namespace is then read through its next process, and a
+    bound namespace none of whose listed processes is left, through its file. (The first version
+    took the first process only and skipped the namespace: a leaked mount went unseen.)"""
+    marker = f"zz{os.getpid()}gone"
+    with _bound_namespace(tmp_path, marker) as (ns, holder):
+        mnt = os.readlink(f"/proc/{holder.pid}/ns/mnt")
+        gone = f"echo '{mnt} /proc/999999999/ns'"  # a pid no process has: exited since it was listed
+        _run_script(shell, invariants.mounts_script([marker], f"{gone}; {invariants.NAMESPACES}"),
+                    f"{holder.pid}@{ns}: ", marker)
+        _run_script(shell, invariants.mounts_script([marker], gone), f"@{ns}: ", marker)
 
 
 def test_a_leaks_summary_names_the_kinds_and_the_mount_points():
