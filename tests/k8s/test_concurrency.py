@@ -134,8 +134,7 @@ def _s16(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
                 return []
             # another live pod's (this run's other scenarios, another run), or one another scenario of
             # this run recorded (its teardown judges that pod's entries)
-            foreign = _other_namespaces_ids(ctx, node, kube.ns) | runstate.ids_of(
-                e for e in ctx.run.recorded() if e.get("ns") != kube.ns)
+            foreign = _other_namespaces_ids(ctx, node, kube.ns) | _others_recorded_ids(ctx, kube.ns)
             return sorted(e for e in new if e not in foreign or e in ids)
 
         new = _settle(unexplained_entries, T.STATE_CLEANUP)
@@ -158,8 +157,7 @@ def _s16(ctx, kube, node_wide, evidence, problems: list[str]) -> None:
         # that scenario judges them
         nonlocal zs
         now = ctx.ps(node)
-        others_ids = runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") != kube.ns) - ids
-        foreign = nodeproc.others_shims(ctx.scan_shims(node, now), kube.ns, others_ids)
+        foreign = nodeproc.others_shims(ctx.scan_shims(node, now), kube.ns, _others_recorded_ids(ctx, kube.ns))
         zs = nodeproc.judged_zombies(before_procs, now, owners, foreign)
         return nodeproc.zombie_report(now, zs) if zs else ""
 
@@ -186,6 +184,11 @@ def _delete_at_sandbox_ready(ctx, kube, node: str, names: list[str]) -> dict[str
                                  f"{T.POD_START}s: {'; '.join(podstate.describe(kube.get(n)) for n in sorted(pending))}")
         time.sleep(0.05)
     return states
+
+
+def _others_recorded_ids(ctx, ns: str) -> set[str]:
+    """Container, sandbox and shim ids the run's other scenarios recorded (their teardowns judge them)."""
+    return runstate.ids_of(e for e in ctx.run.recorded() if e.get("ns") != ns)
 
 
 def _settle(probe, timeout: float):
